@@ -1,0 +1,79 @@
+"""Process environment that every tfps process needs, set before TensorFlow is imported.
+
+* ``TF_USE_LEGACY_KERAS=1``: `tf.keras` becomes tf_keras 2.x, the only Keras whose `fit` runs
+  under ParameterServerStrategy (Keras 3 has no PSS support: keras-team/keras#18624).
+  TensorFlow reads it lazily, on the first attribute access of `tf.keras`
+  (`tensorflow/python/util/lazy_loader.py`, `KerasLazyLoader._initialize`), so setting it after
+  `import tensorflow` still works as long as nobody has touched `tf.keras` yet.
+* ``GRPC_FAIL_FAST=use_caller``: a dead task surfaces as `UnavailableError` the coordinator can
+  act on, instead of an RPC that waits forever.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+import warnings
+
+from tfps.errors import KerasBindingError, KerasBindingWarning
+
+# Variables tfps sets for every task it launches; the launcher's --dry-run shows them.
+TASK_ENV = {"GRPC_FAIL_FAST": "use_caller", "TF_USE_LEGACY_KERAS": "1"}
+# TF C++ logs: 2 hides INFO and WARNING (gRPC chatter); the launcher's --verbose lifts it.
+QUIET_TF_LOGS = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+_KERAS3_MESSAGE = (
+    "tf.keras in this process is Keras 3, which cannot train under ParameterServerStrategy. "
+    "Set TF_USE_LEGACY_KERAS=1 before TensorFlow is first imported (or import tfps first; "
+    "tfps-launch sets it for every task).")
+
+
+def _minor(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+
+
+def check_versions() -> None:
+    """Raises ImportError if tf-keras and TensorFlow minor versions differ (they must match)."""
+    try:
+        tf_version = importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        return  # tensorflow-cpu, tf-nightly, ...: nothing reliable to compare
+    try:
+        keras_version = importlib.metadata.version("tf-keras")
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(f"tfps needs tf-keras {'.'.join(map(str, _minor(tf_version)))}.* to "
+                          f"match tensorflow {tf_version}; it is not installed. "
+                          f"Run: pip install 'tf-keras~={tf_version.rsplit('.', 1)[0]}.0'"
+                          ) from None
+    if _minor(tf_version) != _minor(keras_version):
+        raise ImportError(f"tf-keras {keras_version} does not match tensorflow {tf_version}: "
+                          f"their minor versions must be equal. "
+                          f"Run: pip install 'tf-keras~={tf_version.rsplit('.', 1)[0]}.0'")
+
+
+def tf_keras_is_keras3() -> bool:
+    """True when `tf.keras` is already resolved to Keras 3 in this process."""
+    tf = sys.modules.get("tensorflow")
+    loader = getattr(tf, "__dict__", {}).get("keras") if tf is not None else None
+    if loader is None or not loader.__dict__.get("_tfll_initialized", False):
+        return False
+    return loader.__dict__.get("_tfll_keras_version") == "keras_3"
+
+
+def configure() -> None:
+    """Sets the process environment tfps relies on; warns if tf.keras is bound to Keras 3."""
+    for key, value in TASK_ENV.items():
+        os.environ.setdefault(key, value)
+    if os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
+        warnings.warn(f"TF_USE_LEGACY_KERAS={os.environ['TF_USE_LEGACY_KERAS']!r}: "
+                      + _KERAS3_MESSAGE, KerasBindingWarning, stacklevel=3)
+    elif tf_keras_is_keras3():
+        warnings.warn(_KERAS3_MESSAGE, KerasBindingWarning, stacklevel=3)
+
+
+def require_tf_keras() -> None:
+    """Raises `KerasBindingError` unless `tf.keras` is (or will be) tf_keras."""
+    if tf_keras_is_keras3() or os.environ.get("TF_USE_LEGACY_KERAS") not in (
+            "1", "true", "True"):
+        raise KerasBindingError(_KERAS3_MESSAGE)

@@ -1,0 +1,53 @@
+"""The tfps exception hierarchy.
+
+Every error tfps raises for bad input is a `TfpsError`, itself a `ValueError`, so callers that
+already catch `ValueError` keep working. The message always names the argument (or spec field)
+and the value received:
+
+>>> from tfps import errors
+>>> try:
+...     raise errors.ClusterSpecError("ps[1]: port 'abc' is not an integer", source="x.yaml")
+... except ValueError as e:
+...     print(e)
+cluster spec x.yaml: ps[1]: port 'abc' is not an integer
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TfpsError",
+    "ClusterSpecError",
+    "ConfigError",
+    "KerasBindingError",
+    "KerasBindingWarning",
+]
+
+
+class TfpsError(ValueError):
+    """Base class of every error tfps raises for bad input."""
+
+
+class ClusterSpecError(TfpsError):
+    """A cluster description (file, dict, TF_CONFIG, Slurm) is malformed.
+
+    Args:
+      message: what is wrong, naming the field and the value received.
+      source: where the description came from (a path, ``TF_CONFIG``, ...), or None.
+    """
+
+    def __init__(self, message: str, source: str | None = None):
+        self.source = source
+        self.detail = message
+        super().__init__(f"cluster spec {source}: {message}" if source else message)
+
+
+class ConfigError(TfpsError):
+    """An argument of a tfps API has a value it cannot accept."""
+
+
+class KerasBindingError(ImportError):
+    """`tf.keras` is bound to Keras 3, which cannot train under ParameterServerStrategy."""
+
+
+class KerasBindingWarning(UserWarning):
+    """`tf.keras` is bound to Keras 3; Keras `fit` under PSS will not work in this process."""

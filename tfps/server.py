@@ -1,0 +1,55 @@
+"""The task server: what a ps or worker task runs. No user code runs there.
+
+``python -m tfps.server`` serves the task that ``TF_CONFIG`` (or Slurm) describes, or the one
+named by ``--spec FILE --task worker:1``. It blocks until the process is killed; the
+coordinator sends it work.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tfps import _env
+from tfps.cluster import Cluster, TaskId, task_from_env
+
+_env.configure()
+
+
+def serve(cluster: Cluster, task: TaskId) -> None:
+    """Starts the TF server of `task` (a ps or worker task of `cluster`) and blocks forever."""
+    import tensorflow as tf
+
+    if task.type not in ("ps", "worker"):
+        raise ValueError(f"only ps and worker tasks run a task server; got task '{task}'")
+    cluster.address(task)  # raises if the task is not in the cluster
+    spec = tf.train.ClusterSpec(cluster.as_dict(training_only=True))
+    server = tf.distribute.Server(spec, job_name=task.type, task_index=task.index,
+                                  protocol="grpc", start=True)
+    print(f"tfps.server: {task} serving on {cluster.address(task)} "
+          f"(target {server.target})", flush=True)
+    server.join()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tfps.server", description=__doc__)
+    parser.add_argument("--spec", help="cluster spec file (default: TF_CONFIG or Slurm)")
+    parser.add_argument("--task", help="task to serve, e.g. worker:1 (with --spec)")
+    args = parser.parse_args(argv)
+    try:
+        if args.spec:
+            if not args.task:
+                parser.error("--task is required with --spec")
+            cluster, task = Cluster.from_file(args.spec), TaskId.parse(args.task)
+        else:
+            cluster, task = Cluster.from_env(), task_from_env()
+        serve(cluster, task)
+    except ValueError as e:
+        print(f"tfps.server: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

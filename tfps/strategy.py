@@ -1,0 +1,177 @@
+"""Build a ParameterServerStrategy and its ClusterCoordinator from a `tfps.Cluster`.
+
+The chief (or any coordinator process) calls `make_strategy`; the strategy connects to every ps
+and worker itself (with retries), so no `experimental_connect_to_cluster` call is needed.
+
+Large variables are split over the ps tasks by a `MinSizePartitioner`: shards of at least
+256 KiB, at most one per ps task. Small variables stay whole (sharding a bias would only add RPCs).
+
+Example, on an in-process cluster (what notebooks and tests use):
+
+>>> import tfps, tensorflow as tf
+>>> strategy = tfps.make_strategy(tfps.in_process_cluster(num_ps=2, num_workers=2))
+>>> with strategy.scope():
+...     table = tf.Variable(tf.zeros([100_000, 8]))   # 3.2 MB: two shards, one per ps
+>>> [v.device.split("/")[1] for v in table.variables]
+['job:ps', 'job:ps']
+>>> coordinator = tfps.make_coordinator(strategy)
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from typing import Iterable
+
+from tfps import _env
+from tfps.cluster import Cluster
+from tfps.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MIN_SHARD_BYTES",
+    "cluster_resolver",
+    "in_process_cluster",
+    "make_coordinator",
+    "make_partitioner",
+    "make_strategy",
+    "variable_table",
+]
+
+log = logging.getLogger(__name__)
+
+# Below this size a shard costs more in per-RPC overhead than it saves in ps bandwidth.
+DEFAULT_MIN_SHARD_BYTES = 256 << 10
+
+# Servers of in-process clusters: TF servers cannot be stopped, so they live as long as the
+# process; keeping references stops them being garbage-collected mid-training.
+_IN_PROCESS_SERVERS: list = []
+
+
+def make_partitioner(num_ps: int, min_shard_bytes: int = DEFAULT_MIN_SHARD_BYTES,
+                     max_shards: int | None = None):
+    """A `MinSizePartitioner`: shards >= `min_shard_bytes`, at most `max_shards` (default num_ps)."""
+    import tensorflow as tf
+
+    for name, value in (("num_ps", num_ps), ("min_shard_bytes", min_shard_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"Argument `{name}` must be a positive integer. "
+                              f"Received: {name}={value!r}")
+    if max_shards is not None and (not isinstance(max_shards, int) or max_shards < 1):
+        raise ConfigError(f"Argument `max_shards` must be a positive integer or None. "
+                          f"Received: max_shards={max_shards!r}")
+    return tf.distribute.experimental.partitioners.MinSizePartitioner(
+        min_shard_bytes=min_shard_bytes, max_shards=max_shards or num_ps)
+
+
+def cluster_resolver(cluster: Cluster | None = None):
+    """A resolver for the coordinator: the training cluster (never the evaluator), task chief:0.
+
+    Args:
+      cluster: a `tfps.Cluster`; None reads it from the environment (`Cluster.from_env`).
+    """
+    import tensorflow as tf
+
+    cluster = Cluster.from_env() if cluster is None else cluster
+    if not isinstance(cluster, Cluster):
+        raise ConfigError(f"Argument `cluster` must be a tfps.Cluster or None. "
+                          f"Received: cluster={cluster!r:.80}")
+    spec = tf.train.ClusterSpec(cluster.as_dict(training_only=True))
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        spec, task_type="chief", task_id=0, rpc_layer="grpc")
+
+
+def make_strategy(cluster=None, *, partitioner="auto",
+                  min_shard_bytes: int = DEFAULT_MIN_SHARD_BYTES,
+                  max_shards: int | None = None):
+    """Builds a `tf.distribute.experimental.ParameterServerStrategy`.
+
+    Args:
+      cluster: a `tfps.Cluster`, a TF `ClusterResolver` (e.g. from `in_process_cluster`), or
+        None to read the cluster from the environment (TF_CONFIG or Slurm).
+      partitioner: ``"auto"`` (a `MinSizePartitioner`, see `make_partitioner`), None for no
+        sharding, or any `tf.distribute.experimental.partitioners.Partitioner`.
+      min_shard_bytes: smallest shard for ``"auto"``.
+      max_shards: most shards per variable for ``"auto"``; default the number of ps tasks.
+
+    Returns:
+      The strategy, already connected to the cluster.
+    """
+    import tensorflow as tf
+
+    os.environ.setdefault("GRPC_FAIL_FAST", _env.TASK_ENV["GRPC_FAIL_FAST"])
+    if isinstance(cluster, tf.distribute.cluster_resolver.ClusterResolver):
+        resolver = cluster
+    else:
+        resolver = cluster_resolver(cluster)
+    num_ps = len(resolver.cluster_spec().as_dict().get("ps", ()))
+    if isinstance(partitioner, str):
+        if partitioner != "auto":
+            raise ConfigError(f"Argument `partitioner` must be 'auto', None or a Partitioner. "
+                              f"Received: partitioner={partitioner!r}")
+        partitioner = make_partitioner(max(num_ps, 1), min_shard_bytes, max_shards)
+    log.info("tfps: connecting to cluster %s", resolver.cluster_spec().as_dict())
+    return tf.distribute.experimental.ParameterServerStrategy(
+        resolver, variable_partitioner=partitioner)
+
+
+def make_coordinator(strategy):
+    """The `ClusterCoordinator` of `strategy` (one per strategy; repeated calls return it)."""
+    import tensorflow as tf
+
+    existing = getattr(strategy, "_cluster_coordinator", None)
+    return existing or tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+
+
+def in_process_cluster(num_ps: int = 2, num_workers: int = 2):
+    """Starts ps and worker servers inside this process; returns their cluster resolver.
+
+    For notebooks and tests. The servers live until the process exits (TF cannot stop them).
+    Each worker gets ``num_workers + 1`` inter-op threads when the machine has fewer cores:
+    with TF's default pool (one thread per core) the workers and the coordinator starve each
+    other and training hangs on 2-core machines (the official PSS tutorial does the same).
+
+    >>> resolver = in_process_cluster(num_ps=1, num_workers=1)
+    >>> sorted(resolver.cluster_spec().as_dict())
+    ['ps', 'worker']
+    """
+    import tensorflow as tf
+
+    cluster = Cluster.local(num_ps=num_ps, num_workers=num_workers, chief=False)
+    spec = tf.train.ClusterSpec(cluster.as_dict(training_only=True))
+    worker_config = tf.compat.v1.ConfigProto()
+    if multiprocessing.cpu_count() < num_workers + 1:
+        worker_config.inter_op_parallelism_threads = num_workers + 1
+    for role, count, config in (("worker", num_workers, worker_config), ("ps", num_ps, None)):
+        for i in range(count):
+            _IN_PROCESS_SERVERS.append(tf.distribute.Server(
+                spec, job_name=role, task_index=i, config=config, protocol="grpc", start=True))
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(spec, rpc_layer="grpc")
+
+
+def _parts(variable) -> list:
+    return list(getattr(variable, "variables", None) or [variable])
+
+
+def variable_table(variables: Iterable) -> str:
+    """A table of where every variable (or shard of a `ShardedVariable`) lives.
+
+    >>> print(variable_table([tf.Variable(1.0, name="w")]))  # doctest: +SKIP
+    variable  shard  shape  bytes  device
+    w:0       -      ()     4      /job:localhost/replica:0/task:0/device:CPU:0
+    """
+    rows = [("variable", "shard", "shape", "bytes", "device")]
+    total = 0
+    for var in variables:
+        parts = _parts(var)
+        # PSS names the ShardedVariable itself "ShardedVariable"; its shards "<name>/part_<i>".
+        name = parts[0].name.rsplit("/part_", 1)[0] if len(parts) > 1 else var.name
+        for i, part in enumerate(parts):
+            size = part.shape.num_elements() * part.dtype.size
+            total += size
+            rows.append((name if i == 0 else "", f"{i}/{len(parts)}" if len(parts) > 1
+                         else "-", str(part.shape.as_list()), f"{size:,}", part.device))
+    rows.append(("total", "", "", f"{total:,}", ""))
+    widths = [max(len(r[c]) for r in rows) for c in range(5)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
+                     for r in rows)
