@@ -1,0 +1,126 @@
+"""Shared fixtures: real clusters on loopback, free ports, and cleanup by process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "GRPC_FAIL_FAST": "use_caller",
+          "TF_USE_LEGACY_KERAS": "1"}
+os.environ.update(TF_ENV)
+
+
+def task_env(tf_config: dict | None = None, **extra) -> dict:
+    """The environment of a task process: ours, the TF settings, and its TF_CONFIG."""
+    import json
+    env = dict(os.environ, **TF_ENV, **extra)
+    env.pop("TF_CONFIG", None)
+    if tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    return env
+
+
+def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Ends `proc` and everything in its process group: SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of a dead leader
+        except (ProcessLookupError, PermissionError):
+            pass
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class ProcessGroup:
+    """Processes started in their own sessions, all ended by pgid at teardown."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, argv, **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self):
+        for proc in self.procs:
+            kill_group(proc)
+
+
+@pytest.fixture
+def procs():
+    """Start processes with ``procs.start(argv, ...)``; all are ended after the test."""
+    group = ProcessGroup()
+    yield group
+    group.stop_all()
+
+
+@pytest.fixture
+def local_cluster(procs, tmp_path):
+    """Factory: ``local_cluster(num_ps=2, num_workers=2)`` starts real ps/worker processes
+    (``python -m tfps.server``) on free loopback ports and returns the `tfps.Cluster`.
+    Run the chief yourself with ``task_env(cluster.tf_config("chief", 0))``."""
+    import tfps
+
+    def start(num_ps: int = 2, num_workers: int = 2, evaluator: bool = False):
+        cluster = tfps.Cluster.local(num_ps=num_ps, num_workers=num_workers,
+                                     evaluator=evaluator)
+        for task, _ in cluster.tasks():
+            if task.type in ("ps", "worker"):
+                log = open(tmp_path / f"{task.type}{task.index}.log", "w")
+                procs.start([sys.executable, "-m", "tfps.server"], cwd=REPO,
+                            env=task_env(cluster.tf_config(task.type, task.index)),
+                            stdout=log, stderr=subprocess.STDOUT)
+        return cluster
+
+    return start
+
+
+def run_chief(argv, cluster, procs=None, timeout=300, **kwargs) -> subprocess.CompletedProcess:
+    """Runs `argv` as the chief of `cluster` and returns its completed process (text output)."""
+    env = task_env(cluster.tf_config("chief", 0), **kwargs.pop("env_extra", {}))
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, _ = proc.communicate()
+        pytest.fail(f"chief timed out after {timeout}s:\n{out[-4000:]}")
+    finally:
+        kill_group(proc)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, None)
+
+
+def result_line(output: str) -> dict:
+    """Parses the last ``result: k=v k=v`` line of an example's output into a dict."""
+    lines = [l for l in output.splitlines() if l.startswith("result:")]
+    assert lines, f"no result: line in output:\n{output[-3000:]}"
+    fields = dict(kv.split("=", 1) for kv in lines[-1][len("result:"):].split())
+    return {k: _number(v) for k, v in fields.items()}
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
