@@ -241,7 +241,7 @@ class Cluster:
         return {"cluster": cluster, "task": {"type": task.type, "index": task.index}}
 
     def _check_task(self, task: TaskId | str) -> TaskId:
-        task = TaskId.parse(task) if isinstance(task, str) else task
+        task = TaskId.parse(task if isinstance(task, str) else str(task))
         count = len(getattr(self, task.type, ())) if task.type in ROLES else 0
         if task.type not in ROLES or not 0 <= task.index < count:
             raise ConfigError(f"task '{task}' is not in the cluster "

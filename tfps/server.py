@@ -17,11 +17,10 @@ _env.configure()
 
 def serve(cluster: Cluster, task: TaskId) -> None:
     """Starts the TF server of `task` (a ps or worker task of `cluster`) and blocks forever."""
-    import tensorflow as tf
-
     if task.type not in ("ps", "worker"):
         raise ValueError(f"only ps and worker tasks run a task server; got task '{task}'")
     cluster.address(task)  # raises if the task is not in the cluster
+    import tensorflow as tf  # after the checks: bad input costs no TF import
     spec = tf.train.ClusterSpec(cluster.as_dict(training_only=True))
     server = tf.distribute.Server(spec, job_name=task.type, task_index=task.index,
                                   protocol="grpc", start=True)
