@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import socket
 from typing import Any, Iterator, Mapping
 
@@ -302,44 +303,121 @@ def _read_tf_config(text: str) -> tuple[Cluster, TaskId]:
 
 
 def slurm_jobs(num_tasks: int, num_ps: int) -> dict[str, int]:
-    """How tfps splits a Slurm step of ``num_tasks`` into chief (1), ps and workers."""
+    """How tfps splits a Slurm step of ``num_tasks`` into chief (1), ps and workers.
+
+    Ranks go to jobs in sorted name order, as `SlurmClusterResolver` hands them out: rank 0 is
+    the chief, ranks ``1..num_ps`` the ps tasks, the rest workers.
+
+    >>> slurm_jobs(5, 2)
+    {'chief': 1, 'ps': 2, 'worker': 2}
+    """
     num_workers = num_tasks - 1 - num_ps
     if num_ps < 1 or num_workers < 1:
         raise ClusterSpecError(
             f"a step of {num_tasks} tasks cannot hold 1 chief, {num_ps} ps and at least 1 worker "
             f"(TFPS_NUM_PS={num_ps})", "Slurm")
-    # SlurmClusterResolver hands out ranks to jobs in sorted name order: chief, ps, worker.
     return {"chief": 1, "ps": num_ps, "worker": num_workers}
 
 
-def _read_slurm(environ: Mapping[str, str]) -> tuple[Cluster, TaskId]:
-    from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as scr
+def _expand_hostlist(text: str) -> list[str]:
+    """Slurm's compressed host list, in order: ``'n[1-2],m5,o[08-10]'`` -> n1 n2 m5 o08 o09 o10.
 
-    def _int(name: str, default: int | None = None) -> int:
-        value = environ.get(name, default)
+    The format `SlurmClusterResolver.expand_hostlist` reads, parsed here without importing
+    TensorFlow (every task's launcher reads it before it starts anything) or calling scontrol.
+    """
+    hosts, parts, depth, current = [], [], 0, ""
+    for c in text:  # split at the commas outside brackets
+        depth += (c == "[") - (c == "]")
+        if c == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += c
+    parts.append(current)
+    for part in parts:
+        m = re.fullmatch(r"([^\[\],]+)(?:\[([0-9,\-]+)\])?([^\[\],]*)", part)
+        if not m:
+            raise ValueError(f"SLURM_STEP_NODELIST: cannot parse {part!r} in {text!r}")
+        prefix, ranges, suffix = m.groups()
+        if ranges is None:
+            hosts.append(prefix + suffix)
+            continue
+        for item in ranges.split(","):
+            low, _, high = item.partition("-")
+            if not low.isdigit() or (high and not high.isdigit()):
+                raise ValueError(f"SLURM_STEP_NODELIST: bad range {item!r} in {text!r}")
+            hosts += [f"{prefix}{str(i).zfill(len(low))}{suffix}"
+                      for i in range(int(low), int(high or low) + 1)]
+    return hosts
+
+
+def _expand_tasks_per_node(text: str) -> list[int]:
+    """``'3(x2),2'`` -> [3, 3, 2] (Slurm's SLURM_STEP_TASKS_PER_NODE)."""
+    counts = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
+        if not m:
+            raise ValueError(f"SLURM_STEP_TASKS_PER_NODE: cannot parse {part!r} in {text!r}")
+        counts += [int(m.group(1))] * int(m.group(2) or 1)
+    return counts
+
+
+def _read_slurm(environ: Mapping[str, str]) -> tuple[Cluster, TaskId]:
+    expand_hostlist, expand_tasks_per_node = _expand_hostlist, _expand_tasks_per_node
+
+    def _get(name: str, fallback: str | None = None) -> str:
+        value = environ.get(name, environ.get(fallback) if fallback else None)
+        if value is None:
+            raise ClusterSpecError(f"{name} is not set (not inside a job step? run under srun)",
+                                   "Slurm")
+        return value
+
+    def _int(name: str, value: Any) -> int:
         try:
             return int(value)
         except (TypeError, ValueError):
             raise ClusterSpecError(f"{name}: expected an integer, got {value!r}",
                                    "Slurm") from None
 
-    num_tasks = _int("SLURM_STEP_NUM_TASKS", environ.get("SLURM_NTASKS"))
-    jobs = slurm_jobs(num_tasks, _int("TFPS_NUM_PS", 1))
-    # The resolver reads os.environ itself; hand it the environment we were given.
-    with _patched_environ(environ):
-        # The resolver packs tasks onto a host by stepping through its GPUs
-        # (`zip(range(n), range(0, gpus_per_node, gpus_per_task))` in cluster_spec()), so with
-        # no GPUs it lists no task at all, and gpus_per_node=None shells out to nvidia-smi.
-        # One pretend GPU slot per task keeps every task; GPUs are Slurm's job
-        # (`srun --gpus-per-task`), hence auto_set_gpu=False.
-        resolver = scr.SlurmClusterResolver(
-            jobs=jobs, port_base=_int("TFPS_PORT_BASE", _SLURM_PORT_BASE),
-            gpus_per_node=num_tasks, gpus_per_task=1, auto_set_gpu=False)
-        try:
-            spec = resolver.cluster_spec().as_dict()
-        except Exception as e:  # scontrol missing or failing: name it, no traceback
-            raise ClusterSpecError(f"cannot expand the node list: {e}", "Slurm") from None
-        task = TaskId(resolver.task_type, int(resolver.task_id))
+    rank = _int("SLURM_PROCID", _get("SLURM_PROCID"))
+    num_tasks = _int("SLURM_STEP_NUM_TASKS", _get("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"))
+    jobs = slurm_jobs(num_tasks, _int("TFPS_NUM_PS", environ.get("TFPS_NUM_PS", 1)))
+    port_base = _int("TFPS_PORT_BASE", environ.get("TFPS_PORT_BASE", _SLURM_PORT_BASE))
+    nodelist = _get("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST")
+    per_node_text = _get("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
+    try:
+        hosts = expand_hostlist(nodelist)
+        per_node = expand_tasks_per_node(per_node_text)
+    except ValueError as e:
+        raise ClusterSpecError(str(e), "Slurm") from None
+    if len(hosts) != len(per_node) or sum(per_node) != num_tasks:
+        raise ClusterSpecError(
+            f"SLURM_STEP_NODELIST={nodelist!r} ({len(hosts)} hosts) and "
+            f"SLURM_STEP_TASKS_PER_NODE={per_node_text!r} ({sum(per_node)} tasks on "
+            f"{len(per_node)} hosts) do not describe a step of {num_tasks} tasks", "Slurm")
+    # Ranks fill the hosts in Slurm's node-list order (srun's block distribution), port_base +
+    # local index on each host. SlurmClusterResolver instead walks the hosts sorted by name,
+    # which for node[9-10] puts rank 0 on node10 while Slurm runs it on node9; it also lists no
+    # task on a host without GPUs. Both are why tfps does not use the resolver itself.
+    places = [(host, local) for host, n in zip(hosts, per_node) for local in range(n)]
+    addresses = [f"{host}:{port_base + local}" for host, local in places]
+    if not 0 <= rank < num_tasks:
+        raise ClusterSpecError(f"SLURM_PROCID={rank} is not in 0..{num_tasks - 1}", "Slurm")
+    # slurmd tells each task where it really runs: catch a cyclic or arbitrary distribution,
+    # which would give this task another task's address.
+    node, local = environ.get("SLURMD_NODENAME"), environ.get("SLURM_LOCALID")
+    host, expected_local = places[rank]
+    if (node is not None and node != host) or (
+            local is not None and local.isdigit() and int(local) != expected_local):
+        raise ClusterSpecError(
+            f"rank {rank} runs on {node} (local id {local}) but block distribution puts it on "
+            f"{host} (local id {expected_local}): run srun with --distribution=block", "Slurm")
+    spec, start = {}, 0
+    for job, count in jobs.items():
+        spec[job] = addresses[start:start + count]
+        if start <= rank < start + count:
+            task = TaskId(job, rank - start)
+        start += count
     cluster = Cluster.from_dict(spec, source="Slurm")
     return cluster, cluster._check_task(task)
 

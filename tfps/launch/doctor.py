@@ -1,14 +1,362 @@
 """`tfps-launch --doctor`: preflight checks before a long job.
 
-Placeholder until the multi-host issue lands. The CLI calls `add_arguments(parser)` while
-building its parser and `run(args)` when ``args.doctor`` is set.
+Checks what can be checked from one host, before hours are spent waiting on a job that cannot
+work: TensorFlow and tf-keras minor versions match; every address of the spec resolves; the
+ports of the tasks that would run on this host are free (TF binds them on all interfaces) and
+not shared; the ps tasks can hold the model (``--model-bytes``). Then it prints
+recommendations: number of ps, shard size, steps per closure.
+
+Exit status: 0 when no check fails (warnings and skipped checks do not fail), 1 otherwise, with
+the failures listed last.
+
+The checks are pure functions returning `Check` records, so they are testable without the CLI:
+
+>>> from tfps import Cluster
+>>> c = Cluster.from_dict({"chief": ["localhost:1"], "ps": ["localhost:2"],
+...                        "worker": ["no-such-host.invalid:3"]})
+>>> [ch.status for ch in check_addresses(c)]
+['fail']
 """
 
+from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
+import importlib.metadata
+import math
+import os
+import re
+import socket
+from typing import Iterable, Sequence
+
+from tfps.cluster import Cluster
+from tfps.errors import ConfigError
+from tfps.strategy import DEFAULT_MIN_SHARD_BYTES
+
+__all__ = ["Check", "checks", "check_addresses", "check_ports", "check_ps_capacity",
+           "check_versions", "format_report", "parse_bytes", "recommendations", "run",
+           "add_arguments"]
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
+# getaddrinfo cannot be cancelled; past this a host counts as not resolving.
+_RESOLVE_TIMEOUT_S = 10.0
+# A ps needs room beyond its variables: checkpoint saves serialize a copy of each shard and
+# gRPC buffers the values in flight. Half its memory for variables leaves that room.
+_PS_MEMORY_FRACTION = 0.5
+# Steps per closure: each `schedule` costs a coordinator <-> worker round trip; measured on
+# 2 cores (FIELD-NOTES, raw PSS), a linear model ran ~250 steps/s with 1 step per closure,
+# ~700 with 10, ~1000 with 100. 10 amortizes the round trip for most models; small models
+# (below this size) step faster than the round trip and want 100.
+_SMALL_MODEL_BYTES = 1 << 20
+_STEPS_PER_CLOSURE = 10
+_STEPS_PER_CLOSURE_SMALL = 100
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+          "gb": 10**9, "t": 10**12, "tb": 10**12, "ki": 1 << 10, "kib": 1 << 10,
+          "mi": 1 << 20, "mib": 1 << 20, "gi": 1 << 30, "gib": 1 << 30, "ti": 1 << 40,
+          "tib": 1 << 40}
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One preflight result: `status` is ``ok``, ``warn``, ``FAIL`` or ``skip``."""
+
+    name: str
+    status: str
+    detail: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAIL
+
+
+def parse_bytes(text: str | int, flag: str = "--model-bytes") -> int:
+    """``"2GiB"`` -> 2147483648; ``"500MB"``, ``"1e9"``, ``123`` work too.
+
+    >>> parse_bytes("1.5KiB")
+    1536
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        value: float = text
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        unit = m.group(2).lower() if m else None
+        if not m or unit not in _UNITS:
+            raise ConfigError(f"{flag}: cannot parse {text!r} (expected bytes such as "
+                              f"123456789, 500MB or 2GiB)")
+        value = float(m.group(1)) * _UNITS[unit]
+    if value < 1:
+        raise ConfigError(f"{flag}: must be at least 1 byte, got {text!r}")
+    return int(value)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 and noun == 'worker' else ''}"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def host_memory_bytes() -> int | None:
+    """Physical memory of this host, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# ------------------------------------------------------------------------------ checks
+def check_versions() -> Check:
+    """TensorFlow and tf-keras must share a minor version (tf.keras is tf_keras under PSS)."""
+    try:
+        tf_version = importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        return Check("versions", WARN, "the 'tensorflow' distribution is not installed under "
+                     "that name (tensorflow-cpu, tf-nightly?): versions not compared")
+    try:
+        keras_version = importlib.metadata.version("tf-keras")
+    except importlib.metadata.PackageNotFoundError:
+        return Check("versions", FAIL, f"tf-keras is not installed; tensorflow {tf_version} "
+                     f"needs tf-keras {_minor(tf_version)}.* "
+                     f"(pip install 'tf-keras~={_minor(tf_version)}.0')")
+    if _minor(tf_version) != _minor(keras_version):
+        return Check("versions", FAIL, f"tf-keras {keras_version} does not match tensorflow "
+                     f"{tf_version}: minor versions must be equal "
+                     f"(pip install 'tf-keras~={_minor(tf_version)}.0')")
+    return Check("versions", OK, f"tensorflow {tf_version}, tf-keras {keras_version}")
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _resolve_all(hosts: Iterable[str], timeout: float) -> dict[str, list[str] | str]:
+    """host -> its IP addresses, or the reason it does not resolve."""
+    hosts = sorted(set(hosts))
+    results: dict[str, list[str] | str] = {}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(hosts) or 1))
+    futures = {h: pool.submit(socket.getaddrinfo, h, None, 0, socket.SOCK_STREAM)
+               for h in hosts}
+    for host, future in futures.items():
+        try:
+            infos = future.result(timeout=timeout)
+            results[host] = sorted({info[4][0] for info in infos})
+        except concurrent.futures.TimeoutError:
+            results[host] = f"no answer within {timeout:.0f} s"
+        except OSError as e:
+            results[host] = e.strerror or str(e)
+    pool.shutdown(wait=False, cancel_futures=True)
+    return results
+
+
+def check_addresses(cluster: Cluster, timeout: float = _RESOLVE_TIMEOUT_S,
+                    resolved: dict | None = None) -> list[Check]:
+    """Every host of the spec must resolve: a task whose host does not is never reached."""
+    resolved = resolved if resolved is not None else _resolve_all(
+        (_split(a)[0] for _, a in cluster.tasks()), timeout)
+    bad = [f"{task} {address} ({resolved[_split(address)[0]]})"
+           for task, address in cluster.tasks()
+           if isinstance(resolved[_split(address)[0]], str)]
+    hosts = len(resolved)
+    if bad:
+        return [Check("addresses", FAIL, f"{len(bad)} of {len(list(cluster.tasks()))} task "
+                      f"addresses do not resolve: " + "; ".join(bad))]
+    return [Check("addresses", OK, "the host resolves" if hosts == 1
+                  else f"all {hosts} hosts resolve")]
+
+
+def _is_local(ip: str) -> bool:
+    """True when `ip` belongs to this host: only then can a socket bind to it."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((ip, 0))
+        return True
+    except OSError:
+        return False
+
+
+def _port_free(port: int) -> str | None:
+    """None if `port` can be bound on all interfaces (as TF binds it), else the reason."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # TF's gRPC sets SO_REUSEADDR too: a port in TIME_WAIT is usable, a listener is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
+def check_ports(cluster: Cluster, timeout: float = _RESOLVE_TIMEOUT_S,
+                resolved: dict | None = None) -> list[Check]:
+    """Ports of the tasks on this host must be free, and no two of them may share one.
+
+    TF's gRPC server listens on ``0.0.0.0:PORT`` whatever host the spec names, so two tasks on
+    one host with the same port collide even under different host names.
+    """
+    resolved = resolved if resolved is not None else _resolve_all(
+        (_split(a)[0] for _, a in cluster.tasks()), timeout)
+    local = []
+    for task, address in cluster.tasks():
+        host, port = _split(address)
+        ips = resolved.get(host)
+        if isinstance(ips, list) and any(_is_local(ip) for ip in ips):
+            local.append((task, address, port))
+    if not local:
+        return [Check("ports", SKIP, f"no task of the spec runs on this host "
+                      f"({socket.gethostname()})")]
+    problems, by_port = [], {}
+    for task, address, port in local:
+        if port in by_port:
+            problems.append(f"{task} {address} and {by_port[port]} both need port {port} on "
+                            f"this host")
+            continue
+        by_port[port] = f"{task} {address}"
+        if task.type == "evaluator":
+            continue  # runs no server
+        reason = _port_free(port)
+        if reason:
+            problems.append(f"{task} {address}: port {port} is not free ({reason})")
+    if problems:
+        return [Check("ports", FAIL, "; ".join(problems))]
+    return [Check("ports", OK, f"{len(local)} task port{'s' if len(local) != 1 else ''} of this "
+                  f"host free: " + ", ".join(str(p) for _, _, p in local))]
+
+
+def check_ps_capacity(num_ps: int, model_bytes: int | None,
+                      ps_memory_bytes: int | None) -> list[Check]:
+    """The ps tasks together must hold the model with room to spare."""
+    if model_bytes is None:
+        return [Check("ps capacity", SKIP, "pass --model-bytes (variables and optimizer "
+                      "slots) to check the ps count against the model")]
+    share = model_bytes / num_ps
+    out = []
+    if ps_memory_bytes is not None:
+        budget = ps_memory_bytes * _PS_MEMORY_FRACTION
+        if share > budget:
+            need = math.ceil(model_bytes / budget)
+            out.append(Check(
+                "ps capacity", FAIL,
+                f"{human_bytes(model_bytes)} over {num_ps} ps is {human_bytes(share)} per ps, "
+                f"more than half of a ps host's {human_bytes(ps_memory_bytes)}: use at least "
+                f"{need} ps (or pass --ps-memory if the ps hosts have more)"))
+            return out
+        out.append(Check("ps capacity", OK,
+                         f"{human_bytes(share)} per ps of {human_bytes(ps_memory_bytes)} "
+                         f"({num_ps} ps, model {human_bytes(model_bytes)})"))
+    useful = max(1, math.ceil(model_bytes / DEFAULT_MIN_SHARD_BYTES))
+    if num_ps > useful:
+        out.append(Check(
+            "ps count", WARN,
+            f"{num_ps} ps for {human_bytes(model_bytes)}: each would hold less than the "
+            f"{human_bytes(DEFAULT_MIN_SHARD_BYTES)} minimum shard, so ps beyond {useful} add "
+            f"RPCs without spreading load"))
+    return out
+
+
+def recommendations(*, num_ps: int, num_workers: int, model_bytes: int | None,
+                    ps_memory_bytes: int | None) -> list[str]:
+    """Number of ps, shard size and steps per closure for this model and cluster."""
+    out = []
+    if model_bytes is None:
+        out.append("number of ps: pass --model-bytes for a recommendation")
+    else:
+        by_memory = (math.ceil(model_bytes / (ps_memory_bytes * _PS_MEMORY_FRACTION))
+                     if ps_memory_bytes else 1)
+        useful = max(1, math.ceil(model_bytes / DEFAULT_MIN_SHARD_BYTES))
+        # Keep the ps count given unless memory needs more or the shards would get too small.
+        best = max(by_memory, min(num_ps, useful))
+        out.append(f"number of ps: {best} (model {human_bytes(model_bytes)}; at least "
+                   f"{by_memory} for memory, at most {useful} before a ps holds less than "
+                   f"{human_bytes(DEFAULT_MIN_SHARD_BYTES)})")
+        out.append(f"shard size: keep min_shard_bytes={DEFAULT_MIN_SHARD_BYTES} (256 KiB, "
+                   f"tfps.make_strategy's default); a variable of V bytes is split into "
+                   f"min({best}, V / 256 KiB) shards, about {human_bytes(model_bytes / best)} "
+                   f"per ps for this model")
+    small = model_bytes is not None and model_bytes < _SMALL_MODEL_BYTES
+    steps = _STEPS_PER_CLOSURE_SMALL if small else _STEPS_PER_CLOSURE
+    out.append(f"steps per closure: {steps} (each closure is one coordinator round trip; "
+               f"{'a model this small steps faster than that' if small else 'raise it while steps/s keeps improving'})")
+    if num_workers and num_ps > num_workers:
+        out.append(f"workers: {_n(num_workers, 'worker')} for {num_ps} ps; ps only serve, so "
+                   f"more workers than ps is usual")
+    return out
+
+
+def checks(cluster: Cluster | None = None, *, num_ps: int | None = None,
+           model_bytes: int | None = None, ps_memory_bytes: int | None = None,
+           timeout: float = _RESOLVE_TIMEOUT_S) -> list[Check]:
+    """Every preflight check, in order. Without a cluster, only versions and ps capacity."""
+    out = [check_versions()]
+    if cluster is not None:
+        resolved = _resolve_all((_split(a)[0] for _, a in cluster.tasks()), timeout)
+        out += check_addresses(cluster, resolved=resolved)
+        out += check_ports(cluster, resolved=resolved)
+        num_ps = cluster.num_ps
+    out += check_ps_capacity(num_ps or 1, model_bytes, ps_memory_bytes)
+    return out
+
+
+def format_report(results: Sequence[Check], recs: Sequence[str], title: str) -> str:
+    lines = [f"tfps doctor: {title}"]
+    width = max(len(c.name) for c in results)
+    lines += [f"  [{c.status:<4}] {c.name:<{width}}  {c.detail}" for c in results]
+    lines.append("recommendations:")
+    lines += [f"  - {r}" for r in recs]
+    failed = [c for c in results if c.failed]
+    if failed:
+        lines.append(f"{len(failed)} check{'s' if len(failed) != 1 else ''} failed:")
+        lines += [f"  - {c.name}: {c.detail}" for c in failed]
+    else:
+        lines.append("all checks passed")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ CLI
 def add_arguments(parser) -> None:
     group = parser.add_argument_group("preflight")
-    group.add_argument("--doctor", action="store_true", help="check the setup and exit")
+    group.add_argument("--doctor", action="store_true",
+                       help="check versions, the spec's addresses and ports, and the ps count "
+                            "against --model-bytes; print recommendations and exit (1 if a "
+                            "check fails)")
+    group.add_argument("--model-bytes", metavar="SIZE",
+                       help="doctor: bytes of all variables and optimizer slots, e.g. 6GB")
+    group.add_argument("--ps-memory", metavar="SIZE",
+                       help="doctor: memory of one ps host (default: this host's)")
 
 
 def run(args) -> int:
-    raise NotImplementedError("--doctor is not built yet")
+    """Runs every check and prints the report; 0 if none failed, 1 otherwise."""
+    model_bytes = (parse_bytes(args.model_bytes) if getattr(args, "model_bytes", None)
+                   else None)
+    ps_memory = (parse_bytes(args.ps_memory, "--ps-memory") if getattr(args, "ps_memory", None)
+                 else host_memory_bytes())
+    spec = getattr(args, "spec", None)
+    if spec:
+        cluster = Cluster.from_file(spec)
+        num_ps, num_workers = cluster.num_ps, cluster.num_workers
+        title = (f"cluster spec {spec} (" + ", ".join(
+            _n(len(getattr(cluster, r)), r) for r in ("chief", "ps", "worker", "evaluator")
+            if getattr(cluster, r)) + ")")
+    else:
+        cluster = None
+        num_ps = getattr(args, "num_ps", None) or 1
+        num_workers = getattr(args, "num_workers", None) or 1
+        title = f"{num_ps} ps, {_n(num_workers, 'worker')} (no --spec: addresses not checked)"
+    results = checks(cluster, num_ps=num_ps, model_bytes=model_bytes,
+                     ps_memory_bytes=ps_memory)
+    recs = recommendations(num_ps=num_ps, num_workers=num_workers, model_bytes=model_bytes,
+                           ps_memory_bytes=ps_memory)
+    print(format_report(results, recs, title), end="")
+    return 1 if any(c.failed for c in results) else 0

@@ -1,0 +1,117 @@
+"""`tfps-launch --doctor`: preflight checks on a passing and a failing spec."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+import pytest
+
+from tfps import Cluster, errors
+from tfps.cluster import free_ports
+from tfps.launch import doctor
+
+
+def doctor_args(argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tfps-launch")
+    parser.add_argument("--spec")
+    parser.add_argument("--num-ps", type=int, default=None)
+    parser.add_argument("--num-workers", type=int, default=None)
+    doctor.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def write_spec(path, spec: dict) -> str:
+    import yaml
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def test_passing_spec_exits_0(tmp_path, capsys):
+    ports = free_ports(5)
+    spec = write_spec(tmp_path / "ok.yaml", {
+        "chief": [f"localhost:{ports[0]}"],
+        "ps": [f"localhost:{ports[1]}", f"127.0.0.1:{ports[2]}"],
+        "worker": [f"localhost:{ports[3]}", f"localhost:{ports[4]}"]})
+    rc = doctor.run(doctor_args(["--doctor", "--spec", spec, "--model-bytes", "40MiB",
+                                 "--ps-memory", "8GiB"]))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "[ok  ] versions" in out and "[ok  ] addresses" in out
+    assert f"[ok  ] ports" in out and str(ports[4]) in out
+    assert "[ok  ] ps capacity  20.0 MiB per ps of 8.0 GiB" in out
+    assert "number of ps: 2" in out and "steps per closure: 10 " in out
+    assert out.rstrip().endswith("all checks passed")
+
+
+def test_failing_spec_exits_1_with_the_list(tmp_path, capsys):
+    busy = socket.socket()
+    busy.bind(("0.0.0.0", 0))
+    busy.listen()
+    taken = busy.getsockname()[1]
+    free = free_ports(2)
+    spec = write_spec(tmp_path / "bad.yaml", {
+        "chief": [f"localhost:{free[0]}"],
+        "ps": [f"localhost:{taken}"],                     # a port something listens on
+        "worker": ["no-such-host.invalid:2222",           # RFC 6761: never resolves
+                   f"127.0.0.1:{free[0]}"]})              # same port as the chief, same host
+    try:
+        rc = doctor.run(doctor_args(["--doctor", "--spec", spec, "--model-bytes", "30GB",
+                                     "--ps-memory", "16GB"]))
+    finally:
+        busy.close()
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    failures = out[out.index("checks failed:"):]
+    assert "3 checks failed:" in out
+    assert "- addresses: 1 of 4 task addresses do not resolve: worker:0 " \
+           "no-such-host.invalid:2222" in failures
+    assert f"ps:0 localhost:{taken}: port {taken} is not free" in failures
+    assert f"worker:1 127.0.0.1:{free[0]} and chief:0 localhost:{free[0]} both need port " \
+           f"{free[0]} on this host" in failures
+    assert "- ps capacity: 27.9 GiB over 1 ps is 27.9 GiB per ps, more than half of a ps " \
+           "host's 14.9 GiB: use at least 4 ps" in failures
+
+
+def test_check_functions_are_pure_records():
+    c = Cluster.from_dict({"chief": ["localhost:1"], "ps": ["localhost:2"],
+                           "worker": ["localhost:3"]})
+    resolved = {"localhost": ["127.0.0.1"]}
+    [addresses] = doctor.check_addresses(c, resolved=resolved)
+    assert addresses == doctor.Check("addresses", "ok", "the host resolves")
+    [small] = doctor.check_ps_capacity(8, model_bytes=1 << 20, ps_memory_bytes=None)
+    assert small.status == "warn" and "ps beyond 4 add RPCs" in small.detail
+    [skipped] = doctor.check_ps_capacity(2, model_bytes=None, ps_memory_bytes=None)
+    assert skipped.status == "skip" and not skipped.failed
+    recs = doctor.recommendations(num_ps=2, num_workers=4, model_bytes=100_000,
+                                  ps_memory_bytes=1 << 30)
+    assert recs[0].startswith("number of ps: 1 ") and recs[-1].startswith(
+        "steps per closure: 100 ")
+
+
+def test_counts_form_checks_versions_and_capacity_only(capsys):
+    rc = doctor.run(doctor_args(["--doctor", "--num-ps", "2", "--num-workers", "3"]))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "] addresses" not in out and "] ports" not in out
+    assert "[skip] ps capacity" in out
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("123", 123), ("2GiB", 2 << 30), ("500MB", 500_000_000), ("1e9", 10**9),
+    ("1.5 KiB", 1536), (4096, 4096)])
+def test_parse_bytes(text, expected):
+    assert doctor.parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["4XB", "", "-1", "0"])
+def test_parse_bytes_errors_name_flag_and_value(text):
+    with pytest.raises(errors.ConfigError, match=r"--model-bytes: .*" + repr(text)[1:-1]):
+        doctor.parse_bytes(text)
+
+
+def test_bad_spec_is_a_cluster_spec_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ps: [h:abc]\nworker: [h:1]\n")
+    with pytest.raises(errors.ClusterSpecError, match=r"bad.yaml: ps\[0\]: port 'abc'"):
+        doctor.run(doctor_args(["--doctor", "--spec", str(bad)]))
