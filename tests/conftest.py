@@ -124,3 +124,110 @@ def _number(text: str):
         return float(text)
     except ValueError:
         return text
+
+
+# ------------------------------------------------------------------ tfps-launch (added for issue 3)
+class LaunchRun:
+    """A running ``tfps-launch``: its merged output, read by a thread, and the pids it started."""
+
+    _STARTED = None
+
+    def __init__(self, proc: subprocess.Popen):
+        import re
+        import threading
+        LaunchRun._STARTED = re.compile(r"^tfps-launch: started (\S+) pid=(\d+) addr=(\S+)")
+        self.proc = proc
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append(None)  # EOF marker
+            self._cond.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(l for l in self.lines if l is not None)
+
+    def wait_for(self, pattern: str, timeout: float = 60, count: int = 1):
+        """Waits until `count` lines match the regex `pattern`; returns the last match."""
+        import re
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                matches = [m for m in (regex.search(l) for l in self.lines if l) if m]
+                if len(matches) >= count:
+                    return matches[count - 1]
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.lines and self.lines[-1] is None):
+                    pytest.fail(f"no {count}x {pattern!r} in tfps-launch output:\n"
+                                + "\n".join(l for l in self.lines[-80:] if l))
+                self._cond.wait(min(left, 0.5))
+
+    def started(self) -> list[tuple[str, int]]:
+        """(task, pid) of every ``started`` line so far, restarts included."""
+        with self._cond:
+            return [(m.group(1), int(m.group(2))) for m in
+                    (self._STARTED.match(l) for l in self.lines if l) if m]
+
+    def pid_of(self, task: str) -> int:
+        return [pid for name, pid in self.started() if name == task][-1]
+
+    def wait(self, timeout: float = 120) -> int:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"tfps-launch still running after {timeout}s:\n{self.output[-4000:]}")
+        self._reader.join(10)
+        return self.proc.returncode
+
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def assert_all_dead(pids, timeout: float = 5.0) -> None:
+    """Every pid in `pids` is gone (waits up to `timeout` for the kernel to finish)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.1)
+    alive = [p for p in pids if pid_alive(p)]
+    assert not alive, f"processes left running: {alive}"
+
+
+@pytest.fixture
+def launch(procs, tmp_path):
+    """Factory: ``launch(*args)`` runs ``tfps-launch *args`` (cwd = repo, logs in tmp_path)
+    and returns a `LaunchRun`. At teardown the launcher and every task it started are ended."""
+    runs: list[LaunchRun] = []
+
+    def start(*args, log_dir=None, env_extra=None, cwd=REPO) -> LaunchRun:
+        log_dir = log_dir or tmp_path / f"logs{len(runs)}"
+        argv = [sys.executable, "-m", "tfps.launch", "--log-dir", str(log_dir), *map(str, args)]
+        proc = procs.start(argv, cwd=cwd, env=task_env(**(env_extra or {})),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        runs.append(LaunchRun(proc))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        kill_group(run.proc)
+        for _, pid in run.started():
+            if pid_alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass

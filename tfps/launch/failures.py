@@ -1,0 +1,126 @@
+"""Failure semantics of the launcher: what a task's exit means, what is restarted, the table.
+
+The rule, applied to every set of tasks found dead at once (pure, so it is unit-tested alone):
+
+* the **chief exits 0**: the job is done; every other task is ended; exit 0.
+* the **chief exits with a code** (``sys.exit(3)``, an uncaught exception): the user's program
+  failed; nothing is restarted and the launcher exits with that code. Exception: when a ps task
+  died at the same moment, the chief's exit is a consequence of it (see below).
+* the **chief dies by a signal** (OOM killer, preemption, ``kill -9``): restarted; it resumes
+  from its latest checkpoint.
+* a **worker** dies (any way): restarted at the same address; the coordinator notices, waits for
+  it and re-runs its unfinished closures on it (TF's `WorkerPreemptionHandler`).
+* a **ps** task dies: its variables are gone and TF cannot recover in place (the coordinator
+  only tolerates worker failures), so the ps *and* the chief are restarted; the chief resumes
+  from its latest checkpoint.
+* the **evaluator** exiting 0 is normal (it finished); any other death restarts it.
+
+Each such event uses one restart of the ``--max-restarts`` budget. With the budget spent (or
+``--max-restarts 0``) the launcher ends the cluster and exits 1 (the chief's own exit code
+passes through as above), printing the failure table, root cause (the first failure) first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from typing import Sequence
+
+from tfps.cluster import TaskId
+from tfps.launch.plan import label
+
+__all__ = ["Death", "Decision", "Failure", "decide", "describe_exit", "failure_table"]
+
+# The launcher's exit code when it gives up on a failed task (the chief's own code passes).
+EXIT_FAILED = 1
+
+
+def describe_exit(returncode: int) -> str:
+    """``SIGKILL`` for a death by signal 9 (Popen's -9), ``exit code 3`` otherwise."""
+    if returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Death:
+    """A task found dead, with Popen's returncode (negative: killed by that signal)."""
+
+    task: TaskId
+    returncode: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What to do about a set of deaths.
+
+    action: ``"finish"`` (end the cluster, exit `code`), ``"restart"`` (restart `restart`,
+      in order, if the budget allows) or ``"continue"`` (nothing failed).
+    failures: the deaths that count as failures (for the table).
+    """
+
+    action: str
+    code: int = 0
+    restart: tuple[TaskId, ...] = ()
+    failures: tuple[Death, ...] = ()
+
+
+def decide(deaths: Sequence[Death], chief_here: bool = True) -> Decision:
+    """Applies the module's rule to `deaths` (tasks found dead in one look).
+
+    Args:
+      deaths: the dead tasks; none of them was ended by the launcher itself.
+      chief_here: whether this launcher runs the chief (so it can restart it after a ps).
+    """
+    chief = next((d for d in deaths if d.task.type == "chief"), None)
+    ps_died = any(d.task.type == "ps" for d in deaths)
+    if chief is not None and chief.returncode == 0:
+        return Decision("finish", 0)
+    failures = tuple(d for d in deaths
+                     if not (d.task.type == "evaluator" and d.returncode == 0))
+    if chief is not None and chief.returncode > 0 and not ps_died:
+        return Decision("finish", chief.returncode, failures=failures)
+    if not failures:
+        return Decision("continue")
+    # Restart servers before the chief so that the new chief finds them up; a ps death means
+    # the chief (alive or not) must start over from its checkpoint too.
+    order = {"ps": 0, "worker": 1, "evaluator": 2, "chief": 3}
+    restart = sorted({d.task for d in failures}, key=lambda t: (order[t.type], t.index))
+    if ps_died and chief_here and chief is None:
+        restart.append(TaskId("chief", 0))
+    return Decision("restart", restart=tuple(restart), failures=failures)
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """One row of the failure table."""
+
+    task: TaskId
+    pid: int
+    returncode: int
+    elapsed: float  # seconds since the launcher started the cluster
+    restarted: bool = False
+
+
+def failure_table(failures: Sequence[Failure]) -> str:
+    """torchrun-style table, the first failure marked as the root cause.
+
+    >>> print(failure_table([Failure(TaskId("ps", 0), 41, -9, 12.5, True)]))
+    tfps-launch: failures (root cause first):
+      task  role  index  pid  exit     after  action
+      ps:0  ps    0      41   SIGKILL  12.5s  restarted  <- root cause
+    """
+    rows = [("task", "role", "index", "pid", "exit", "after", "action")]
+    for f in failures:
+        rows.append((label(f.task), f.task.type, str(f.task.index), str(f.pid),
+                     describe_exit(f.returncode), f"{f.elapsed:.1f}s",
+                     "restarted" if f.restarted else "-"))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["tfps-launch: failures (root cause first):"]
+    for i, row in enumerate(rows):
+        text = "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+        lines.append(text + ("  <- root cause" if i == 1 else ""))
+    return "\n".join(lines)

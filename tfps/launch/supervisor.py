@@ -1,0 +1,260 @@
+"""Spawning and supervising task processes: lifecycle, restarts, signals, no orphans.
+
+Every task runs in its own session (``start_new_session=True``), so its process group id is its
+pid and everything it starts is ended with it (``killpg``), never by name. Each task also gets
+``PR_SET_PDEATHSIG=SIGKILL``: if the launcher itself is killed with SIGKILL (the one signal it
+cannot handle), the kernel kills its tasks.
+
+Ending tasks: SIGTERM to each process group, up to ``grace_period`` seconds, then SIGKILL. SIGINT,
+SIGTERM and SIGHUP to the launcher end the whole cluster that way and the launcher exits
+``128 + signal``; a second one during that shutdown sends SIGKILL at once.
+
+What a death means and what is restarted is decided by `tfps.launch.failures.decide`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Sequence
+
+from tfps.cluster import TaskId
+from tfps.launch.failures import (EXIT_FAILED, Death, Failure, decide, describe_exit,
+                                  failure_table)
+from tfps.launch.logs import Output
+from tfps.launch.plan import Fault, TaskPlan, label
+
+__all__ = ["Supervisor"]
+
+# How often the launcher looks at its tasks (and at signals and due faults), in seconds.
+_POLL_S = 0.1
+# After SIGKILL a process is gone at once unless stuck in the kernel; don't wait forever.
+_KILL_WAIT_S = 5.0
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# From <sys/prctl.h>.
+_PR_SET_PDEATHSIG = 1
+# Resolved once in the parent: the child must not dlopen between fork and exec.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PRCTL = _LIBC.prctl
+
+
+def _child_setup(parent_pid: int) -> None:
+    """Runs in the child between fork and exec: die with the launcher."""
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the launcher died before prctl took effect
+        os._exit(1)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _and_join(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+class _Task:
+    """One task's current process (replaced on restart)."""
+
+    def __init__(self, plan: TaskPlan):
+        self.plan = plan
+        self.proc: subprocess.Popen | None = None
+        self.running = False  # started and not yet reaped by the launcher
+
+    @property
+    def label(self) -> str:
+        return self.plan.label
+
+
+class Supervisor:
+    """Starts `plans`, watches them, restarts per the failure rule, and ends them all.
+
+    Args:
+      plans: the tasks this launcher runs (from `tfps.launch.plan.plan_tasks`).
+      output: where launcher lines and task output go (`tfps.launch.logs.Output`).
+      max_restarts: restart events allowed in total; 0 ends the cluster at the first failure.
+      grace_period: seconds between SIGTERM and SIGKILL when ending a task.
+      faults: ``--inject-fault`` entries (SIGKILL a task at a time after start).
+    """
+
+    def __init__(self, plans: Sequence[TaskPlan], output: Output, *, max_restarts: int = 3,
+                 grace_period: float = 5.0, faults: Sequence[Fault] = ()):
+        order = {"ps": 0, "worker": 1, "chief": 2, "evaluator": 3}
+        self._tasks = sorted((_Task(p) for p in plans),
+                             key=lambda t: (order[t.plan.task.type], t.plan.task.index))
+        self._by_id = {t.plan.task: t for t in self._tasks}
+        self._out = output
+        self._max_restarts = max_restarts
+        self._grace = grace_period
+        self._faults = sorted(faults, key=lambda f: f.at)
+        self._restarts = 0
+        self._failures: list[Failure] = []
+        self._t0 = time.monotonic()
+        self._stop_signal: int | None = None
+        self._stopping = False
+        self._force = False
+        self._force_reported = False
+
+    # ------------------------------------------------------------------------------- public
+    def run(self) -> int:
+        """Runs the cluster to its end; returns the launcher's exit code."""
+        saved = self._install_signal_handlers()
+        code = EXIT_FAILED
+        try:
+            self._t0 = time.monotonic()
+            for task in self._tasks:
+                if self._stop_signal is not None:
+                    break
+                self._start(task)
+            code = self._loop()
+        finally:
+            self._stopping = True
+            self._end(self._tasks)
+            self._restore_signal_handlers(saved)
+            self._out.close()
+        if self._failures:
+            self._out.event(failure_table(self._failures))
+        if self._restarts and code == 0:
+            self._out.event(f"done after {self._restarts} restart"
+                            f"{'s' if self._restarts != 1 else ''}")
+        return code
+
+    # ------------------------------------------------------------------------------ signals
+    def _install_signal_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED_SIGNALS}
+
+    @staticmethod
+    def _restore_signal_handlers(saved: dict) -> None:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        # Only flags here: the main loop (which polls every _POLL_S) acts and prints.
+        if self._stop_signal is not None or self._stopping:
+            self._force = True
+        else:
+            self._stop_signal = signum
+
+    # -------------------------------------------------------------------------- processes
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _start(self, task: _Task) -> None:
+        restart = task.proc is not None
+        header = f"restart {self._restarts}/{self._max_restarts}" if restart else None
+        log = self._out.open_task_log(task.label, header)
+        try:
+            task.proc = subprocess.Popen(
+                task.plan.command, env={**os.environ, **task.plan.env},
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=functools.partial(_child_setup, os.getpid()))
+        except OSError:
+            log.close()
+            raise
+        task.running = True
+        self._out.pump(task.proc.stdout, task.label, log)
+        note = f" ({header})" if restart else ""
+        self._out.event(f"started {task.label} pid={task.proc.pid} "
+                        f"addr={task.plan.address}{note}")
+
+    def _end(self, tasks: Sequence[_Task]) -> None:
+        """Ends `tasks`: SIGTERM to each group, wait up to the grace period, then SIGKILL."""
+        live = [t for t in tasks if t.running]
+        for t in live:
+            _killpg(t.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self._grace
+        while not self._force and time.monotonic() < deadline:
+            if all(t.proc.poll() is not None for t in live):
+                break
+            time.sleep(_POLL_S)
+        if self._force and not self._force_reported:
+            self._force_reported = True
+            self._out.event("second signal: killing every task now (SIGKILL)")
+        for t in live:
+            # Also the leader's stragglers: anything left in its process group.
+            _killpg(t.proc.pid, signal.SIGKILL)
+        for t in live:
+            try:
+                t.proc.wait(_KILL_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self._out.event(f"{t.label} pid={t.proc.pid} did not die after SIGKILL")
+            t.running = False
+
+    def _reap(self, task: _Task) -> None:
+        task.running = False
+        _killpg(task.proc.pid, signal.SIGKILL)  # its group may outlive the leader
+
+    # ------------------------------------------------------------------------------- loop
+    def _loop(self) -> int:
+        while True:
+            if self._stop_signal is not None:
+                name = signal.Signals(self._stop_signal).name
+                self._out.event(f"got {name}; ending the cluster")
+                return 128 + self._stop_signal
+            self._fire_faults()
+            deaths = []
+            for task in self._tasks:
+                if task.running and task.proc.poll() is not None:
+                    self._reap(task)
+                    deaths.append(Death(task.plan.task, task.proc.returncode))
+            if deaths:
+                code = self._handle(deaths)
+                if code is not None:
+                    return code
+            if not any(t.running for t in self._tasks):
+                return 0  # e.g. only an evaluator, which finished
+            time.sleep(_POLL_S)
+
+    def _fire_faults(self) -> None:
+        while self._faults and self._faults[0].at <= self._elapsed():
+            fault = self._faults.pop(0)
+            task = self._by_id[fault.task]
+            if not task.running:
+                self._out.event(f"fault {fault}: {task.label} is not running; skipped")
+                continue
+            self._out.event(f"injecting fault {fault}: SIGKILL to {task.label} "
+                            f"pid={task.proc.pid}")
+            _killpg(task.proc.pid, signal.SIGKILL)
+
+    def _handle(self, deaths: list[Death]) -> int | None:
+        """Acts on tasks found dead; returns the exit code when the launcher is done."""
+        decision = decide(deaths, chief_here=TaskId("chief", 0) in self._by_id)
+        elapsed = self._elapsed()
+        restarting = decision.action == "restart" and self._restarts < self._max_restarts
+        for d in decision.failures:
+            self._failures.append(Failure(d.task, self._by_id[d.task].proc.pid, d.returncode,
+                                          elapsed, restarted=restarting))
+        if decision.action == "continue":
+            for d in deaths:
+                self._out.event(f"{label(d.task)} finished ({describe_exit(d.returncode)})")
+            return None
+        if decision.action == "finish":
+            self._out.event(f"chief exited with code {decision.code}; ending the cluster")
+            return decision.code
+        died = ", ".join(f"{label(d.task)} died ({describe_exit(d.returncode)})"
+                         for d in decision.failures)
+        if not restarting:
+            why = ("restarts are disabled (--max-restarts 0)" if self._max_restarts == 0
+                   else f"restart budget spent ({self._restarts}/{self._max_restarts})")
+            self._out.event(f"{died}; {why}; ending the cluster")
+            return EXIT_FAILED
+        self._restarts += 1
+        names = _and_join([label(t) for t in decision.restart])
+        self._out.event(f"{died}; restarting {names} "
+                        f"(restart {self._restarts}/{self._max_restarts})")
+        tasks = [self._by_id[t] for t in decision.restart]
+        self._end([t for t in tasks if t.running])  # the chief, after a ps died
+        for task in tasks:
+            self._start(task)
+        return None
