@@ -262,7 +262,7 @@ def run(config: LaunchConfig) -> int:
     _check_ports(plans)
     log_dir = config.log_dir or default_log_dir()
     try:
-        output = Output(log_dir)
+        output = Output(log_dir, verbose=config.verbose)
     except OSError as e:
         raise ConfigError(f"--log-dir {log_dir}: {e.strerror or e}") from None
     network = ("a private network namespace (loopback only)" if config.private_network

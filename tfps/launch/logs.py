@@ -9,12 +9,19 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
 from typing import IO
 
 __all__ = ["Output", "default_log_dir", "log_file_name"]
+
+# INFO lines TF 2.21 prints in every process before absl's C++ logging is initialized, so
+# TF_CPP_MIN_LOG_LEVEL=2 does not hide them. Unless --verbose, they are kept out of the
+# terminal (log files keep everything).
+_NOISE = re.compile(rb"WARNING: All log messages before absl::InitializeLog\(\) is called"
+                    rb"|cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine")
 
 
 def default_log_dir() -> str:
@@ -30,8 +37,10 @@ def log_file_name(label: str) -> str:
 class Output:
     """Serializes all lines written by the launcher and its pump threads."""
 
-    def __init__(self, log_dir: str, out: IO[str] | None = None, err: IO[str] | None = None):
+    def __init__(self, log_dir: str, out: IO[str] | None = None, err: IO[str] | None = None,
+                 verbose: bool = False):
         self.log_dir = log_dir
+        self._verbose = verbose
         os.makedirs(log_dir, exist_ok=True)
         self._out = out or sys.stdout
         self._err = err or sys.stderr
@@ -73,6 +82,8 @@ class Output:
                     log.flush()
                 except (OSError, ValueError):
                     pass
+                if not self._verbose and _NOISE.search(line):
+                    continue
                 with self._lock:
                     _safe_write(self._out, prefix + line.decode("utf-8", "replace"))
         finally:

@@ -24,6 +24,7 @@ import time
 from typing import Sequence
 
 from tfps.cluster import TaskId
+from tfps.errors import TfpsError
 from tfps.launch.failures import (EXIT_FAILED, Death, Failure, decide, describe_exit,
                                   failure_table)
 from tfps.launch.logs import Output
@@ -159,9 +160,10 @@ class Supervisor:
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=functools.partial(_child_setup, os.getpid()))
-        except OSError:
+        except OSError as e:
             log.close()
-            raise
+            raise TfpsError(f"cannot start {task.label} ({' '.join(task.plan.command)}): "
+                            f"{e.strerror or e}") from None
         task.running = True
         self._out.pump(task.proc.stdout, task.label, log)
         note = f" ({header})" if restart else ""
