@@ -31,7 +31,8 @@ def test_every_spec_loads_and_hides_the_evaluator(path):
         config = cluster.tf_config(task.type, task.index)
         assert config["task"] == {"type": task.type, "index": task.index}
         if task.type == "evaluator":
-            assert config["cluster"] == {"evaluator": [address]}
+            assert config["cluster"] == cluster.as_dict()
+            assert tfps.Cluster.from_env({"TF_CONFIG": json.dumps(config)}) == cluster
         else:
             assert "evaluator" not in config["cluster"]
             assert config["cluster"][task.type][task.index] == address

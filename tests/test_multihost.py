@@ -40,7 +40,7 @@ TRAIN_SCRIPT = textwrap.dedent("""
     import json, os, sys
     import tfps
 
-    # tfps-launch hands the script the TF_CONFIG of its task (the evaluator's lists only itself).
+    # tfps-launch hands the script the TF_CONFIG of its task (the evaluator's lists the whole cluster).
     config = json.loads(os.environ["TF_CONFIG"])
     task_type = config["task"]["type"]
     seen = ",".join(sorted(config["cluster"]))

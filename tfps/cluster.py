@@ -232,13 +232,12 @@ class Cluster:
         """The exact ``TF_CONFIG`` (as a dict) that task ``task_type:index`` must get.
 
         Chief, ps and worker see the training cluster without the evaluator: it runs no server
-        and a coordinator that lists it hangs. The evaluator sees only itself.
+        and a coordinator that lists it hangs. The evaluator sees the whole cluster, itself
+        included (as under Kubeflow), so its script can read the cluster's shape with
+        `Cluster.from_env`; it starts no server and connects to nothing.
         """
         task = self._check_task(TaskId(task_type, index))
-        if task.type == "evaluator":
-            cluster = {"evaluator": list(self.evaluator)}
-        else:
-            cluster = self.as_dict(training_only=True)
+        cluster = self.as_dict(training_only=task.type != "evaluator")
         return {"cluster": cluster, "task": {"type": task.type, "index": task.index}}
 
     def _check_task(self, task: TaskId | str) -> TaskId:
