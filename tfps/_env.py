@@ -28,6 +28,12 @@ _KERAS3_MESSAGE = (
     "Set TF_USE_LEGACY_KERAS=1 before TensorFlow is first imported (or import tfps first; "
     "tfps-launch sets it for every task).")
 
+_IMPORT_ORDER_MESSAGE = (
+    "TensorFlow was imported before TF_USE_LEGACY_KERAS=1 was set: `tf.keras.<name>` will be "
+    "tf_keras, but `from tensorflow.keras import ...` statements will get Keras 3, which cannot "
+    "train under ParameterServerStrategy. Import tfps before tensorflow, or set "
+    "TF_USE_LEGACY_KERAS=1 in the environment (tfps-launch does).")
+
 
 def _minor(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
@@ -55,10 +61,29 @@ def check_versions() -> None:
 def tf_keras_is_keras3() -> bool:
     """True when `tf.keras` is already resolved to Keras 3 in this process."""
     tf = sys.modules.get("tensorflow")
-    loader = getattr(tf, "__dict__", {}).get("keras") if tf is not None else None
-    if loader is None or not loader.__dict__.get("_tfll_initialized", False):
+    bound = getattr(tf, "__dict__", {}).get("keras") if tf is not None else None
+    if bound is None:
         return False
-    return loader.__dict__.get("_tfll_keras_version") == "keras_3"
+    state = getattr(bound, "__dict__", {})
+    if "_tfll_initialized" in state:  # still TF's KerasLazyLoader
+        return bool(state["_tfll_initialized"]) and state.get("_tfll_keras_version") == "keras_3"
+    # On first attribute access the loader replaces itself in `tf.__dict__` with the module it
+    # resolved to (`LazyLoader._load`): `keras._tf_keras.keras` for Keras 3, `tf_keras.api...`
+    # for tf_keras. An import statement (`from tensorflow.keras import x`) binds it too.
+    name = getattr(bound, "__name__", "")
+    return name == "keras" or name.startswith("keras.")
+
+
+def tf_imported_with_keras3_paths() -> bool:
+    """True when TensorFlow was imported while TF_USE_LEGACY_KERAS was unset.
+
+    TensorFlow then routes import statements (``from tensorflow.keras import layers``) to
+    Keras 3 through the package ``__path__`` it built at import time
+    (``tensorflow/__init__.py``, ``_tf_uses_legacy_keras``), even if the variable is set later;
+    only attribute access (``tf.keras.layers``) still reads the variable lazily.
+    """
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and getattr(tf, "__dict__", {}).get("_tf_uses_legacy_keras") is False
 
 
 def configure() -> None:
@@ -70,6 +95,8 @@ def configure() -> None:
                       + _KERAS3_MESSAGE, KerasBindingWarning, stacklevel=3)
     elif tf_keras_is_keras3():
         warnings.warn(_KERAS3_MESSAGE, KerasBindingWarning, stacklevel=3)
+    elif tf_imported_with_keras3_paths():
+        warnings.warn(_IMPORT_ORDER_MESSAGE, KerasBindingWarning, stacklevel=3)
 
 
 def require_tf_keras() -> None:
