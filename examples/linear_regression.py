@@ -71,7 +71,7 @@ def main(argv):
     tf.get_logger().setLevel("ERROR")
     x, y, w_lstsq = make_data(FLAGS.seed)
     task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
-    if task.get("type") == "evaluator":  # its TF_CONFIG lists only itself: no strategy
+    if task.get("type") == "evaluator":  # a side-car: it reads checkpoints, joins no cluster
         return evaluate(x, y)
     strategy = tfps.make_strategy()  # the cluster from TF_CONFIG
     coordinator = tfps.make_coordinator(strategy)

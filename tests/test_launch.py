@@ -20,7 +20,7 @@ import time
 import pytest
 
 from conftest import REPO, assert_all_dead, result_line, task_env
-from tfps.cluster import Cluster, TaskId, free_ports
+from tfps.cluster import TaskId, free_ports
 from tfps.launch import cli
 from tfps.launch.failures import Death, Failure, decide, describe_exit, failure_table
 from tfps.launch.plan import gpu_devices, parse_fault
@@ -106,9 +106,12 @@ def test_dry_run_verbose_evaluator_and_script_args():
     plans = dry_run("--verbose", "--evaluator", EXAMPLE, "--train_steps", "5")
     evaluator = plans[-1]
     assert evaluator["task"] == "evaluator"
-    assert evaluator["tf_config"]["cluster"] == {"evaluator": [evaluator["tf_config"]["cluster"]
-                                                                ["evaluator"][0]]}
-    assert "evaluator" not in plans[0]["tf_config"]["cluster"]
+    assert evaluator["tf_config"]["task"] == {"type": "evaluator", "index": 0}
+    assert evaluator["tf_config"]["cluster"] == dict(plans[0]["tf_config"]["cluster"],
+                                                     evaluator=[evaluator["tf_config"]
+                                                                ["cluster"]["evaluator"][0]])
+    assert "evaluator" not in plans[0]["tf_config"]["cluster"]  # chief/ps/worker never see it
+    assert all("evaluator" not in p["tf_config"]["cluster"] for p in plans[:-1])
     assert plans[0]["command"][-2:] == ["--train_steps", "5"]
     assert all("TF_CPP_MIN_LOG_LEVEL" not in p["env"] for p in plans)
 
@@ -270,7 +273,8 @@ def test_chief_exit_code_is_passed_through_not_restarted(launch, chief_script):
     assert_all_dead([pid for _, pid in run.started()])
 
 
-def test_worker_killed_is_reported_and_ends_the_cluster_without_restarts(launch, chief_script):
+def test_worker_killed_is_reported_and_ends_the_cluster_without_restarts(launch, chief_script,
+                                                                         tmp_path):
     run = launch(*small("--max-restarts", "0", chief_script, "sleep"))
     run.wait_for(r"^\[chief\] chief: sleeping")
     worker = run.pid_of("worker:0")
@@ -279,6 +283,7 @@ def test_worker_killed_is_reported_and_ends_the_cluster_without_restarts(launch,
     assert "worker:0 died (SIGKILL); restarts are disabled" in run.output
     row = run.wait_for(r"^  worker:0 +worker +0 +(\d+) +SIGKILL .*<- root cause")
     assert int(row.group(1)) == worker
+    assert "<- root cause" in (tmp_path / "logs0" / "launcher.log").read_text()
     assert_all_dead([pid for _, pid in run.started()])
 
 

@@ -1,6 +1,6 @@
 """The launcher's output: its own ``tfps-launch: ...`` lines, and every task's output prefixed.
 
-* launcher lines go to stderr and to ``LOG_DIR/launcher.log``;
+* launcher lines go to stderr and, time-stamped, to ``LOG_DIR/launcher.log``;
 * each task's stdout and stderr (merged, in order) go to the launcher's stdout, every line
   prefixed with the task (``[worker:1] ...``), and unprefixed to ``LOG_DIR/worker-1.log``. A
   restarted task appends to the same file after a ``=== restart N ===`` line.
@@ -54,9 +54,10 @@ class Output:
         if not lines[0].startswith("tfps-launch:"):
             lines[0] = f"tfps-launch: {lines[0]}"
         text = "\n".join(lines)
+        stamp = time.strftime("%H:%M:%S ")
         with self._lock:
             _safe_write(self._err, text + "\n")
-            _safe_write(self._launcher_log, text + "\n")
+            _safe_write(self._launcher_log, "".join(stamp + l + "\n" for l in text.splitlines()))
 
     def open_task_log(self, label: str, header: str | None = None) -> IO[bytes]:
         f = open(os.path.join(self.log_dir, log_file_name(label)), "ab")
@@ -90,11 +91,13 @@ class Output:
             stream.close()
             log.close()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Waits for the pumps to drain (their tasks are already dead), then closes the log."""
+    def drain(self, timeout: float = 5.0) -> None:
+        """Waits for the pumps to copy what is left (their tasks are already dead)."""
         deadline = time.monotonic() + timeout
         for thread in self._pumps:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
         with self._lock:
             self._launcher_log.close()
 

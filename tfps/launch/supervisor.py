@@ -120,12 +120,13 @@ class Supervisor:
             self._stopping = True
             self._end(self._tasks)
             self._restore_signal_handlers(saved)
+            self._out.drain()  # task output first, then the summary
+            if self._failures:
+                self._out.event(failure_table(self._failures))
+            if self._restarts and code == 0:
+                self._out.event(f"done after {self._restarts} restart"
+                                f"{'s' if self._restarts != 1 else ''}")
             self._out.close()
-        if self._failures:
-            self._out.event(failure_table(self._failures))
-        if self._restarts and code == 0:
-            self._out.event(f"done after {self._restarts} restart"
-                            f"{'s' if self._restarts != 1 else ''}")
         return code
 
     # ------------------------------------------------------------------------------ signals
@@ -258,5 +259,7 @@ class Supervisor:
         tasks = [self._by_id[t] for t in decision.restart]
         self._end([t for t in tasks if t.running])  # the chief, after a ps died
         for task in tasks:
+            if self._stop_signal is not None:  # asked to stop meanwhile: the loop ends all
+                break
             self._start(task)
         return None
