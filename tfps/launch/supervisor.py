@@ -34,6 +34,8 @@ __all__ = ["Supervisor"]
 
 # How often the launcher looks at its tasks (and at signals and due faults), in seconds.
 _POLL_S = 0.1
+# How long to look for other deaths when the chief exits with an error (see _loop).
+_SETTLE_S = 0.5
 # After SIGKILL a process is gone at once unless stuck in the kernel; don't wait forever.
 _KILL_WAIT_S = 5.0
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -206,11 +208,12 @@ class Supervisor:
                 self._out.event(f"got {name}; ending the cluster")
                 return 128 + self._stop_signal
             self._fire_faults()
-            deaths = []
-            for task in self._tasks:
-                if task.running and task.proc.poll() is not None:
-                    self._reap(task)
-                    deaths.append(Death(task.plan.task, task.proc.returncode))
+            deaths = self._collect_deaths()
+            if any(d.task.type == "chief" and d.returncode > 0 for d in deaths):
+                # A chief failing because a ps died may exit just before the launcher sees
+                # that ps dead; look again so the ps, not the chief, is the root cause.
+                time.sleep(_SETTLE_S)
+                deaths += self._collect_deaths()
             if deaths:
                 code = self._handle(deaths)
                 if code is not None:
@@ -218,6 +221,14 @@ class Supervisor:
             if not any(t.running for t in self._tasks):
                 return 0  # e.g. only an evaluator, which finished
             time.sleep(_POLL_S)
+
+    def _collect_deaths(self) -> list[Death]:
+        deaths = []
+        for task in self._tasks:
+            if task.running and task.proc.poll() is not None:
+                self._reap(task)
+                deaths.append(Death(task.plan.task, task.proc.returncode))
+        return deaths
 
     def _fire_faults(self) -> None:
         while self._faults and self._faults[0].at <= self._elapsed():
