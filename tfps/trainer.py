@@ -221,6 +221,9 @@ class Trainer:
             raise ConfigError("Argument `model` has no trainable variables; build it (e.g. "
                               "call it once or give its input shape) in the model function.")
         self._lr_scale = 1.0  # a tensor of the closure being traced, when staleness_aware
+        # Variable name -> "IndexedSlices" / the dense gradient's type, filled when the
+        # training closure is traced (for users checking that lookups stay sparse).
+        self.gradient_types: dict[str, str] = {}
         if options.staleness_aware:
             self._wrap_learning_rate()
         self._checkpoint = None
@@ -255,13 +258,22 @@ class Trainer:
         # into an existing learning-rate variable (_set_hyper -> backend.set_value).
         optimizer._hyper["learning_rate"] = learning_rate
 
+    def _read_version(self):
+        """The update counter before this update's reads (staleness_aware only), else None."""
+        return self.version.read_value() if self.options.staleness_aware else None
+
     def _apply(self, grads, read_version):
         """Applies `grads`; with staleness awareness, measures τ and scales the lr first."""
         import tensorflow as tf
 
         tau = tf.constant(0, tf.int64)
         if self.options.staleness_aware:
-            tau = self.version.assign_add(1, read_value=True) - 1 - read_version
+            # Count this update only once its gradient exists; otherwise the increment may run
+            # right after the read (they touch the same resource) and τ would always be 0.
+            computed = [g.values if isinstance(g, tf.IndexedSlices) else g
+                        for g in grads if g is not None]
+            with tf.control_dependencies(computed):
+                tau = self.version.assign_add(1, read_value=True) - 1 - read_version
             self._lr_scale = 1.0 / tf.cast(tf.maximum(tau, 1), tf.float32)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, self._variables) if g is not None])
@@ -271,11 +283,16 @@ class Trainer:
     def _replica_step(self, batch):
         import tensorflow as tf
 
-        read_version = self.version.read_value() if self.options.staleness_aware else None
-        with tf.GradientTape() as tape:
+        read_version = self._read_version()
+        with tf.control_dependencies(_deps(read_version)), tf.GradientTape() as tape:
             loss = self._loss_fn(self.model, batch)
         grads = tape.gradient(loss, self._variables)  # IndexedSlices stay sparse
+        self._note_gradient_types(grads)
         return loss, self._apply(grads, read_version)
+
+    def _note_gradient_types(self, grads):
+        # At trace time: which variables get sparse (IndexedSlices) and which dense updates.
+        self.gradient_types = {v.name: type(g).__name__ for v, g in zip(self._variables, grads)}
 
     def _train_closure(self, iterator, num_steps):
         """`num_steps` steps, each one pull → gradient → push. Returns (mean loss, τs)."""
@@ -294,13 +311,14 @@ class Trainer:
         import tensorflow as tf
         from tensorflow.python.distribute import distribute_utils
 
-        read_version = self.version.read_value() if self.options.staleness_aware else None
+        read_version = self._read_version()
         # Inside this scope every dense variable is read from ps once, at its first use, and
         # the local copy serves all K micro-batches (CachingVariable, ps_values.py; tf_keras's
         # exact evaluation uses the same scope). Embedding lookups (sparse_read) bypass the
         # cache and fetch only their rows. One tape spans the K micro-batches, so the first
         # (cached) read is on it and the gradient is the mean over the K.
-        with distribute_utils.cache_variable_reads():
+        with tf.control_dependencies(_deps(read_version)), \
+                distribute_utils.cache_variable_reads():
             # The cache's freshness check compares a per-variable counter with a *thread-local*
             # scope counter; the coordinator traces closures on its own thread and then again
             # on each worker's thread, so a variable can hand out a tensor cached in another
@@ -313,6 +331,7 @@ class Trainer:
                 loss = tf.add_n([tf.cast(self._loss_fn(self.model, b), tf.float32)
                                  for b in batches]) / len(batches)
             grads = tape.gradient(loss, self._variables)
+        self._note_gradient_types(grads)
         return loss, self._apply(grads, read_version)
 
     def _accumulate_closure(self, iterator):
@@ -548,6 +567,12 @@ class Trainer:
     def describe(self) -> str:
         """The variable-shard table: where every variable and shard of the model lives."""
         return variable_table([_tf_variable(v) for v in self.model.trainable_variables])
+
+
+def _deps(read_version) -> list:
+    # The counter must be read before the model's variables: nothing else orders two reads of
+    # different resources inside a tf.function, and a late read would measure no staleness.
+    return [] if read_version is None else [read_version]
 
 
 def _reduce_eval(sums: dict) -> dict:

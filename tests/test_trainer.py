@@ -1,0 +1,280 @@
+"""tfps.Trainer on real in-process clusters: gradients, packing, accumulation, staleness,
+checkpoints, exactly-once evaluation, Keras 3 models, argument checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tfps
+from tfps import errors
+
+NUM_IDS, DIM = 20_000, 8  # 640 KB table: two shards (>= 256 KiB each), one per ps
+
+
+@pytest.fixture(scope="module")
+def strategy():
+    return tfps.make_strategy(tfps.in_process_cluster(num_ps=2, num_workers=2))
+
+
+def _fixed_batch():
+    rng = np.random.default_rng(1)
+    ids = np.array([3, 17, 17, 12_000, 19_999, 5], np.int64)  # rows on both shards, a repeat
+    x = rng.normal(size=(6, 4)).astype("float32")
+    y = rng.normal(size=(6,)).astype("float32")
+    return ids, x, y
+
+
+def _initial_values():
+    rng = np.random.default_rng(2)
+    return (rng.normal(size=(NUM_IDS, DIM)).astype("float32") * 0.1,
+            rng.normal(size=(4 + DIM, 1)).astype("float32") * 0.1)
+
+
+def _loss(table, w, batch):
+    import tensorflow as tf
+    ids, x, y = batch
+    h = tf.concat([tf.nn.embedding_lookup(table, ids), x], 1)
+    return tf.reduce_mean(tf.square(tf.squeeze(h @ w, 1) - y))
+
+
+class _Model:
+    """A plain tf.Module with a (sharded) table and a dense weight."""
+
+    @staticmethod
+    def build():
+        import tensorflow as tf
+        table0, w0 = _initial_values()
+        module = tf.Module()
+        module.table = tf.Variable(table0, name="table")
+        module.w = tf.Variable(w0, name="w")
+        return module
+
+
+def _fixed_dataset(ctx):
+    import tensorflow as tf
+    ids, x, y = _fixed_batch()
+    return tf.data.Dataset.from_tensors((ids, x, y)).repeat()
+
+
+def test_sharded_gradients_match_single_process(strategy):
+    import tensorflow as tf
+
+    lr = 0.5
+    trainer = tfps.Trainer(
+        strategy=strategy, model=_Model.build,
+        loss_fn=lambda m, b: _loss(m.table, m.w, b), optimizer="sgd", learning_rate=lr,
+        dataset_fn=_fixed_dataset,
+        options=tfps.TrainerOptions(steps_per_closure=1, log_every=0, progress_bar="off"))
+    assert len(trainer.model.table.variables) == 2  # really sharded
+    trainer.train(1)
+    # The same step in one process, no strategy: dense tape, plain SGD.
+    table0, w0 = _initial_values()
+    table, w = tf.Variable(table0), tf.Variable(w0)
+    with tf.GradientTape() as tape:
+        loss = _loss(table, w, _fixed_batch())
+    g_table, g_w = tape.gradient(loss, [table, w])
+    expected_table = table0 - lr * tf.convert_to_tensor(g_table).numpy()
+    expected_w = w0 - lr * g_w.numpy()
+    got_table = np.concatenate([v.numpy() for v in trainer.model.table.variables])
+    np.testing.assert_allclose(got_table, expected_table, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trainer.model.w.numpy(), expected_w, rtol=1e-5, atol=1e-6)
+    # Sparse end to end: each shard's gradient is IndexedSlices, the dense weight's is not.
+    kinds = trainer.gradient_types
+    shard_kinds = [kinds[v.name] for v in trainer.model.table.variables]
+    assert shard_kinds == ["IndexedSlices", "IndexedSlices"], kinds
+    assert kinds[trainer.model.w.name] != "IndexedSlices"
+
+
+def _linear_data(ctx):
+    import tensorflow as tf
+    x = tf.random.stateless_normal([2048], seed=[ctx.input_pipeline_id, 7])
+    return tf.data.Dataset.from_tensor_slices((x, 3.0 * x)).repeat().batch(32)
+
+
+def _linear_model():
+    import tensorflow as tf
+    module = tf.Module()
+    module.w = tf.Variable(0.0)
+    return module
+
+
+def _linear_loss(m, b):
+    import tensorflow as tf
+    return tf.reduce_mean(tf.square(m.w * b[0] - b[1]))
+
+
+def _linear_trainer(strategy, **options):
+    options.setdefault("log_every", 0)
+    options.setdefault("progress_bar", "off")
+    return tfps.Trainer(strategy=strategy, model=_linear_model, loss_fn=_linear_loss,
+                        optimizer="sgd", learning_rate=0.05, dataset_fn=_linear_data,
+                        options=tfps.TrainerOptions(**options))
+
+
+def test_packing_runs_k_steps_and_k_updates_per_closure(strategy):
+    trainer = _linear_trainer(strategy, steps_per_closure=8)
+    result = trainer.train(64)
+    assert result.step == 64 and result.steps_per_closure == 8
+    assert int(trainer.optimizer.iterations.numpy()) == 64  # one ps update per step
+    assert abs(float(trainer.model.w.numpy()) - 3.0) < 0.05
+
+
+def test_accumulation_pushes_one_update_per_closure(strategy):
+    trainer = _linear_trainer(strategy, accumulate_steps=4)
+    result = trainer.train(64)
+    assert result.step == 64 and result.steps_per_closure == 4
+    assert int(trainer.optimizer.iterations.numpy()) == 16  # 64 micro-batches / 4
+    # 16 updates of the mean gradient 2 (w - 3) E[x^2]: w = 3 (1 - (1 - 2 lr)^16) = 2.44, where
+    # 64 plain updates would reach 3.00 - the effective-batch trade-off in TrainerOptions.
+    assert float(trainer.model.w.numpy()) == pytest.approx(3 * (1 - 0.9 ** 16), abs=0.15)
+
+
+def test_automatic_packing_amortises_scheduling(strategy):
+    # A one-parameter model: a step costs far less than a schedule() round trip, so the
+    # measurement must choose several steps per closure.
+    trainer = _linear_trainer(strategy)
+    result = trainer.train(400)
+    assert result.steps_per_closure > 1
+    assert result.step == 400
+
+
+def test_staleness_scales_the_learning_rate(strategy):
+    """Simulate 3 foreign updates between this update's read and write: τ = 3, lr / 3."""
+    import tensorflow as tf
+
+    holder = {}
+
+    def loss_fn(m, b):
+        holder["trainer"].version.assign_add(3)  # others' updates land meanwhile
+        return tf.square(m.w - 1.0)              # d/dw = 2 (w - 1) = -2 at w = 0
+
+    trainer = tfps.Trainer(strategy=strategy, model=_linear_model, loss_fn=loss_fn,
+                           optimizer="sgd", learning_rate=0.3, dataset_fn=_linear_data,
+                           options=tfps.TrainerOptions(steps_per_closure=1, log_every=0,
+                                                       staleness_aware=True))
+    holder["trainer"] = trainer
+    result = trainer.train(1)
+    assert result.staleness.tolist() == [3]
+    np.testing.assert_allclose(trainer.model.w.numpy(), 0.3 / 3 * 2.0, rtol=1e-6)
+
+
+def test_staleness_is_measured_with_several_workers(strategy):
+    import tensorflow as tf
+
+    def slow_loss(m, b):  # ~a few ms of work between the version read and the update
+        noise = tf.reduce_sum(tf.linalg.matmul(tf.ones([300, 300]), tf.ones([300, 300])))
+        return _linear_loss(m, b) + 0.0 * noise
+
+    trainer = tfps.Trainer(strategy=strategy, model=_linear_model, loss_fn=slow_loss,
+                           optimizer="sgd", learning_rate=0.05, dataset_fn=_linear_data,
+                           options=tfps.TrainerOptions(steps_per_closure=5, log_every=0,
+                                                       staleness_aware=True))
+    result = trainer.train(300)
+    assert len(result.staleness) == 300
+    assert result.staleness.min() >= 0
+    assert result.staleness.max() >= 1, "two concurrent workers never overlapped"
+
+
+def test_checkpoint_resume(strategy, tmp_path):
+    model_dir = str(tmp_path / "run")
+    first = _linear_trainer_dir(strategy, model_dir)
+    assert first.restored_step == 0
+    assert first.train(40).step == 40
+    w_first = float(first.model.w.numpy())
+    second = _linear_trainer_dir(strategy, model_dir)  # a "restarted" chief
+    assert second.restored_step == 40
+    assert float(second.model.w.numpy()) == w_first
+    result = second.train(80)
+    assert (result.start_step, result.step) == (40, 80)
+    import tensorflow as tf
+    assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith("ckpt-80")
+
+
+def _linear_trainer_dir(strategy, model_dir):
+    return tfps.Trainer(strategy=strategy, model=_linear_model, loss_fn=_linear_loss,
+                        optimizer="sgd", learning_rate=0.05, dataset_fn=_linear_data,
+                        model_dir=model_dir,
+                        options=tfps.TrainerOptions(steps_per_closure=10, checkpoint_every=20,
+                                                    log_every=20, progress_bar="off"))
+
+
+def test_progress_records_and_tensorboard(strategy, tmp_path, capsys):
+    import glob
+    trainer = tfps.Trainer(strategy=strategy, model=_linear_model, loss_fn=_linear_loss,
+                           optimizer="sgd", learning_rate=0.05, dataset_fn=_linear_data,
+                           model_dir=str(tmp_path), batch_size=32,
+                           options=tfps.TrainerOptions(steps_per_closure=10, log_every=20,
+                                                       progress_bar="off"))
+    trainer.train(40)
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("train |")]
+    assert [l.split(" | ")[1] for l in lines] == ["step: 20", "step: 40"]
+    assert all(k in lines[-1] for k in ("steps/sec:", "examples/sec:", "loss:", "lr: 0.05"))
+    assert glob.glob(str(tmp_path / "train" / "events.out.tfevents.*"))
+
+
+def test_evaluation_counts_every_example_once(strategy):
+    import tensorflow as tf
+
+    def eval_data(ctx):
+        return tf.data.Dataset.range(100).map(lambda i: tf.cast(i, tf.float32)).batch(7)
+
+    trainer = tfps.Trainer(
+        strategy=strategy, model=_linear_model, loss_fn=_linear_loss, optimizer="sgd",
+        learning_rate=0.05, dataset_fn=_linear_data, eval_dataset_fn=eval_data,
+        eval_fn=lambda m, b: {"total": tf.reduce_sum(b), "count": tf.cast(tf.size(b), tf.float32)},
+        options=tfps.TrainerOptions(log_every=0, eval_shards=5))
+    metrics = trainer.evaluate()
+    assert metrics["count"] == 100          # 15 batches over 5 shards, none twice or missed
+    assert metrics["total"] == pytest.approx(49.5)  # sum / count: the mean of 0..99
+
+
+def test_keras3_model_and_optimizer(strategy):
+    import keras
+    import tensorflow as tf
+
+    def build():
+        return keras.Sequential([keras.Input([4]), keras.layers.Dense(16, activation="relu"),
+                                 keras.layers.Dense(1)])
+
+    w_true = np.arange(4, dtype="float32").reshape(4, 1)
+
+    def data(ctx):
+        x = tf.random.stateless_normal([1024, 4], seed=[ctx.input_pipeline_id, 3])
+        return tf.data.Dataset.from_tensor_slices((x, x @ w_true)).repeat().batch(64)
+
+    trainer = tfps.Trainer(
+        strategy=strategy, model=build,
+        loss_fn=lambda m, b: tf.reduce_mean(tf.square(m(b[0], training=True) - b[1])),
+        optimizer=keras.optimizers.SGD(learning_rate=0.02, momentum=0.9), dataset_fn=data,
+        options=tfps.TrainerOptions(steps_per_closure=10, log_every=0))
+    assert type(trainer.optimizer).__module__.startswith("tf_keras")  # converted
+    assert all("/job:ps/" in v.value.device for v in trainer.model.trainable_variables)
+    first = trainer.train(20).loss
+    last = trainer.train(300).loss
+    assert last < 0.2 * first, (first, last)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"steps_per_closure": 0}, "steps_per_closure=0"),
+    ({"accumulate_steps": 0}, "accumulate_steps=0"),
+    ({"log_every": -1}, "log_every=-1"),
+    ({"checkpoint_every": 0}, "checkpoint_every=0"),
+    ({"progress_bar": "yes"}, "progress_bar='yes'"),
+])
+def test_bad_options(kwargs, needle):
+    with pytest.raises(errors.ConfigError, match=needle):
+        tfps.TrainerOptions(**kwargs)
+
+
+def test_bad_trainer_arguments(strategy):
+    ok = dict(strategy=strategy, model=_linear_model, loss_fn=_linear_loss, optimizer="sgd",
+              dataset_fn=_linear_data)
+    with pytest.raises(errors.ConfigError, match="optimizer='adamw2'"):
+        tfps.Trainer(**{**ok, "optimizer": "adamw2"})
+    with pytest.raises(errors.ConfigError, match="strategy=None"):
+        tfps.Trainer(**{**ok, "strategy": None})
+    with pytest.raises(errors.ConfigError, match="loss_fn=3"):
+        tfps.Trainer(**{**ok, "loss_fn": 3})
+    with pytest.raises(errors.ConfigError, match="train_steps=-5"):
+        tfps.Trainer(**ok).train(-5)
