@@ -133,7 +133,8 @@ def test_tfjob_pods_train_to_completion_with_kubeflow_tf_config(procs, tmp_path,
     evaluator, log = pods[("evaluator", 0)]
     assert evaluator.wait(60) == 0
     log.seek(0)
-    assert results(log.read())[-1] == {"role": "evaluator", "cluster": "evaluator"}
+    assert results(log.read())[-1] == {"role": "evaluator",
+                                       "cluster": "chief,evaluator,ps,worker"}
     for key in (("ps", 0), ("worker", 0), ("worker", 1)):
         assert pods[key][0].poll() is None, f"{key} exited early"  # servers serve until stopped
 
@@ -274,7 +275,7 @@ def test_slurm_sbatch_script_trains_to_completion(procs, tmp_path, train_script,
     assert job.returncode == 0, out[-4000:]
     found = sorted(results(out), key=lambda r: r["role"])
     assert found == [{"role": "chief", "cluster": "chief,ps,worker", "w": 20.0},
-                     {"role": "evaluator", "cluster": "evaluator"}], out[-3000:]
+                     {"role": "evaluator", "cluster": "chief,evaluator,ps,worker"}], out[-3000:]
     assert "terminating the step" in out
     # Nothing of the step is left running (killed processes may take a moment to be reaped).
     groups = set(map(int, open(pidfile).read().split()))

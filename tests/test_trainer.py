@@ -176,24 +176,26 @@ def test_staleness_is_measured_with_several_workers(strategy):
     assert result.staleness.max() >= 1, "two concurrent workers never overlapped"
 
 
-def test_checkpoint_resume(strategy, tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])  # adagrad: slots restored too
+def test_checkpoint_resume(strategy, tmp_path, optimizer):
     model_dir = str(tmp_path / "run")
-    first = _linear_trainer_dir(strategy, model_dir)
+    first = _linear_trainer_dir(strategy, model_dir, optimizer)
     assert first.restored_step == 0
     assert first.train(40).step == 40
     w_first = float(first.model.w.numpy())
-    second = _linear_trainer_dir(strategy, model_dir)  # a "restarted" chief
+    second = _linear_trainer_dir(strategy, model_dir, optimizer)  # a "restarted" chief
     assert second.restored_step == 40
     assert float(second.model.w.numpy()) == w_first
+    assert int(second.optimizer.iterations.numpy()) == 40  # the optimizer's state came back
     result = second.train(80)
     assert (result.start_step, result.step) == (40, 80)
     import tensorflow as tf
     assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith("ckpt-80")
 
 
-def _linear_trainer_dir(strategy, model_dir):
+def _linear_trainer_dir(strategy, model_dir, optimizer):
     return tfps.Trainer(strategy=strategy, model=_linear_model, loss_fn=_linear_loss,
-                        optimizer="sgd", learning_rate=0.05, dataset_fn=_linear_data,
+                        optimizer=optimizer, learning_rate=0.05, dataset_fn=_linear_data,
                         model_dir=model_dir,
                         options=tfps.TrainerOptions(steps_per_closure=10, checkpoint_every=20,
                                                     log_every=20, progress_bar="off"))

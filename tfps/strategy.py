@@ -153,6 +153,22 @@ def _parts(variable) -> list:
     return list(getattr(variable, "variables", None) or [variable])
 
 
+def _grouped(variables: Iterable) -> list[tuple[str, list]]:
+    """(name, shards) per variable. tf_keras lists a ShardedVariable's shards one by one
+    (``emb/part_0:0``, ``emb/part_1:0``); consecutive parts are put back together."""
+    groups: list[tuple[str, list]] = []
+    for var in variables:
+        parts = _parts(var)
+        base, sep, _ = parts[0].name.rpartition("/part_")
+        if len(parts) == 1 and sep and groups and groups[-1][0] == base:
+            groups[-1][1].extend(parts)
+        elif len(parts) > 1 or sep:
+            groups.append((base if sep else var.name, parts))
+        else:
+            groups.append((var.name, parts))
+    return groups
+
+
 def variable_table(variables: Iterable) -> str:
     """A table of where every variable (or shard of a `ShardedVariable`) lives.
 
@@ -162,10 +178,8 @@ def variable_table(variables: Iterable) -> str:
     """
     rows = [("variable", "shard", "shape", "bytes", "device")]
     total = 0
-    for var in variables:
-        parts = _parts(var)
-        # PSS names the ShardedVariable itself "ShardedVariable"; its shards "<name>/part_<i>".
-        name = parts[0].name.rsplit("/part_", 1)[0] if len(parts) > 1 else var.name
+    # PSS names a ShardedVariable itself "ShardedVariable"; its shards "<name>/part_<i>".
+    for name, parts in _grouped(variables):
         for i, part in enumerate(parts):
             size = part.shape.num_elements() * part.dtype.size
             total += size

@@ -348,7 +348,11 @@ class Trainer:
         """Restores the latest checkpoint under ``model_dir``, if any; returns its step."""
         if self._checkpoint is None or self._manager.latest_checkpoint is None:
             return 0
-        self._checkpoint.restore(self._manager.latest_checkpoint)
+        # Under the scope: restoring creates the optimizer's slots (Adagrad accumulators, ...)
+        # for variables that already exist, and tf_keras refuses to create them outside the
+        # strategy their variables belong to (OptimizerV2.add_slot).
+        with self.strategy.scope():
+            self._checkpoint.restore(self._manager.latest_checkpoint)
         step = int(self.global_step.numpy())
         log.info("tfps: restored %s (step %d)", self._manager.latest_checkpoint, step)
         return step
