@@ -13,7 +13,7 @@ model. Last line: ``result: loss_first=<float> loss_last=<float>`` (mean squared
 first and the last closure).
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 
 import tfps  # first: sets the environment; Keras 3 is still `import keras`
 
@@ -62,6 +62,10 @@ def loss_fn(model, batch):
 
 def main(argv):
     del argv
+    # Only the example's own lines: TF logs INFO chatter, and warns of a retrace at every
+    # checkpoint save (by design when variables live on several tasks: functional_saver.py).
+    logging.set_verbosity(logging.WARNING)
+    tf.get_logger().setLevel("ERROR")
     trainer = tfps.Trainer(
         strategy=tfps.make_strategy(), model=build_model, loss_fn=loss_fn,
         optimizer=keras.optimizers.Adam(FLAGS.learning_rate), dataset_fn=dataset_fn,

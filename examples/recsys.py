@@ -128,6 +128,10 @@ def auc_from_histograms(pos, neg):
 
 def main(argv):
     del argv
+    # Only the example's own lines: TF logs INFO chatter, and warns of a retrace at every
+    # checkpoint save (by design when variables live on several tasks: functional_saver.py).
+    logging.set_verbosity(logging.WARNING)
+    tf.get_logger().setLevel("ERROR")
     strategy = tfps.make_strategy()  # the cluster from TF_CONFIG (tfps-launch sets it)
     trainer = tfps.Trainer(
         strategy=strategy, model=build_model, loss_fn=loss_fn,
@@ -138,7 +142,6 @@ def main(argv):
             steps_per_closure=FLAGS.steps_per_closure or None,
             accumulate_steps=FLAGS.accumulate_steps, staleness_aware=FLAGS.staleness_aware,
             checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every))
-    logging.info("variables:\n%s", trainer.describe())
     print(trainer.describe(), flush=True)
     result = trainer.train(FLAGS.train_steps)
     metrics = trainer.evaluate()
