@@ -29,7 +29,7 @@ flags.DEFINE_integer("train_steps", 2000, "Total training steps (resuming counts
 flags.DEFINE_integer("batch_size", 512, "Examples per step.")
 flags.DEFINE_integer("num_ids", 100_000, "Rows of the embedding table.")
 flags.DEFINE_integer("embedding_dim", 16, "Columns of the embedding table.")
-flags.DEFINE_float("learning_rate", 0.1, "Adagrad learning rate.")
+flags.DEFINE_float("learning_rate", 0.2, "Adagrad learning rate.")
 flags.DEFINE_string("model_dir", None, "Checkpoints + TensorBoard; resumes from it.")
 flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
 flags.DEFINE_integer("steps_per_closure", 0, "Steps per scheduled closure; 0 = measure.")

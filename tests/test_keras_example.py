@@ -66,14 +66,17 @@ def test_keras_fit_mnist_through_tfds_mock(tmp_path):
     The mock generates examples with a Python generator (`tf.data.Dataset.from_generator`),
     which only runs in the process that defined it, so this one uses `--in_process`."""
     wrapper = (
-        "import runpy, sys\n"
+        "import faulthandler, runpy, sys\n"
+        # Seen once under a heavily loaded 2-core machine: no result after 240 s (it takes
+        # 40-90 s otherwise). If it ever hangs, every thread's stack is in the failure output.
+        "faulthandler.dump_traceback_later(400, exit=True)\n"
         "import tensorflow_datasets as tfds\n"
         f"sys.argv = [{EXAMPLE!r}, '--dataset=mnist', '--in_process', '--epochs=2',\n"
         "            '--steps_per_epoch=10', '--batch_size=16', '--eval_batch_size=16', '--warmup_steps=0']\n"
         "with tfds.testing.mock_data(num_examples=320):\n"
         f"    runpy.run_path({EXAMPLE!r}, run_name='__main__')\n")
     proc = subprocess.run([sys.executable, "-c", wrapper], cwd=str(tmp_path), env=task_env(),
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=420)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     result = result_line(proc.stdout)
