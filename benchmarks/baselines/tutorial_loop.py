@@ -1,0 +1,81 @@
+"""Baseline: the official ParameterServerStrategy tutorial's custom loop, by hand (no tfps).
+
+The chief of a running cluster (TF_CONFIG): resolver -> strategy with a MinSizePartitioner ->
+ClusterCoordinator -> per-worker dataset -> ``@tf.function`` step with ``strategy.run`` ->
+``coordinator.schedule`` + ``join``. ``--steps_per_closure K`` runs K steps inside each
+scheduled function (K = 1 is the tutorial verbatim). Prints ``bench: steps_per_sec=...``.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import workloads  # noqa: E402  (plain TF; sets TF_USE_LEGACY_KERAS before TF loads)
+
+import tensorflow as tf  # noqa: E402
+
+
+def main():
+    args = workloads.add_common_flags(argparse.ArgumentParser()).parse_args()
+    work = workloads.WORKLOADS[args.workload]
+
+    cluster_resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    num_ps = len(cluster_resolver.cluster_spec().as_dict().get("ps", []))
+    variable_partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
+        min_shard_bytes=(256 << 10), max_shards=num_ps)
+    strategy = tf.distribute.experimental.ParameterServerStrategy(
+        cluster_resolver, variable_partitioner=variable_partitioner)
+    coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+
+    with strategy.scope():
+        model = work["model"](args.num_ids)
+        optimizer = work["optimizer"]()
+    loss_fn = work["loss"]
+    dataset_fn = work["dataset_fn"](args.num_ids)
+
+    @tf.function
+    def per_worker_dataset_fn():
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    per_worker_dataset = coordinator.create_per_worker_dataset(per_worker_dataset_fn)
+    per_worker_iterator = iter(per_worker_dataset)
+
+    variables = model.trainable_variables
+
+    def replica_fn(batch):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(model, batch)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    @tf.function
+    def step_fn(iterator, num_steps):
+        loss = tf.constant(0.0)
+        for _ in tf.range(num_steps):
+            loss = strategy.run(replica_fn, args=(next(iterator),))
+        return loss
+
+    k = args.steps_per_closure
+    num_steps = tf.constant(k)
+
+    def run(steps):
+        for _ in range(max(1, steps // k)):
+            coordinator.schedule(step_fn, args=(per_worker_iterator, num_steps))
+        coordinator.join()
+        return max(1, steps // k) * k
+
+    run(args.warmup_steps)  # traces the function on every worker, fills the pipelines
+    rates, timed = [], []
+    for _ in range(args.windows):
+        start = time.perf_counter()
+        done = run(args.steps)
+        timed.append(time.perf_counter() - start)
+        rates.append(done / timed[-1])
+    workloads.report(rates, timed=sum(timed))
+
+
+if __name__ == "__main__":
+    main()

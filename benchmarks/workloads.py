@@ -1,0 +1,163 @@
+"""Models, data and timing shared by both sides of every benchmark: plain TensorFlow only.
+
+Nothing here imports tfps (the baselines import this module). Each workload is the same on
+both sides: the same model builder, the same per-worker dataset function, the same loss.
+
+* ``recsys``: 4 categorical ids -> embedding (``num_ids`` x 32, sharded by the strategy's
+  partitioner) + 8 dense features -> MLP 256-128-1, batch 512, logistic loss, Adagrad.
+* ``linear``: the seed example's y = w x (one scalar variable), batch 256, SGD.
+
+Data are a small pool of random batches generated once per worker and repeated, so the input
+pipeline costs the same (almost nothing) on both sides and the benchmarks time training.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf_keras: the only Keras that fits under PSS
+
+import tensorflow as tf  # noqa: E402
+
+RECSYS_SLOTS = 4
+RECSYS_DENSE = 8
+RECSYS_DIM = 32
+RECSYS_BATCH = 512
+RECSYS_IDS = 100_000
+RECSYS_LR = 0.1
+LINEAR_BATCH = 256
+LINEAR_LR = 0.05
+# Distinct batches per worker before the data repeat: enough that the embedding rows touched
+# vary from step to step, small enough to generate in well under a second.
+POOL_BATCHES = 64
+
+
+# ------------------------------------------------------------------------------ recsys
+def recsys_batch(stream, index, num_ids: int, batch_size: int = RECSYS_BATCH):
+    """((ids, dense), clicks): ids uniform over the table, so every shard is hit evenly and a
+    step touches the same number of rows whatever the table size."""
+    seed = tf.stack([tf.cast(stream, tf.int32), tf.cast(index, tf.int32)])
+    ids = tf.random.stateless_uniform([batch_size, RECSYS_SLOTS], seed=seed, minval=0,
+                                      maxval=num_ids, dtype=tf.int64)
+    dense = tf.random.stateless_normal([batch_size, RECSYS_DENSE], seed=seed + [0, 7])
+    clicks = tf.cast(tf.random.stateless_uniform([batch_size], seed=seed + [0, 13]) < 0.3,
+                     tf.float32)
+    return (ids, dense), clicks
+
+
+def recsys_dataset(num_ids: int = RECSYS_IDS, stream: int = 0):
+    return (tf.data.Dataset.range(POOL_BATCHES)
+            .map(lambda i: recsys_batch(stream, i, num_ids))
+            .cache().repeat().prefetch(4))
+
+
+def recsys_dataset_fn(num_ids: int = RECSYS_IDS):
+    """A per-worker dataset function: each input pipeline has its own stream of batches."""
+    def dataset_fn(input_context=None):
+        stream = input_context.input_pipeline_id if input_context is not None else 0
+        return recsys_dataset(num_ids, stream)
+    return dataset_fn
+
+
+def build_recsys(num_ids: int = RECSYS_IDS):
+    """The tf_keras functional model. The table starts at zeros: a 4 M-row table is
+    initialised on its ps in a fill, not by drawing 128 M random numbers."""
+    ids = tf.keras.Input([RECSYS_SLOTS], dtype=tf.int64)
+    dense = tf.keras.Input([RECSYS_DENSE])
+    emb = tf.keras.layers.Embedding(num_ids, RECSYS_DIM, embeddings_initializer="zeros",
+                                    name="ids")(ids)
+    h = tf.keras.layers.Concatenate()([tf.keras.layers.Flatten()(emb), dense])
+    h = tf.keras.layers.Dense(256, activation="relu")(h)
+    h = tf.keras.layers.Dense(128, activation="relu")(h)
+    return tf.keras.Model([ids, dense], tf.keras.layers.Dense(1)(h))
+
+
+def recsys_loss(model, batch):
+    features, clicks = batch
+    logits = tf.squeeze(model(features, training=True), 1)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(clicks, logits))
+
+
+def recsys_optimizer():
+    return tf.keras.optimizers.legacy.Adagrad(RECSYS_LR)
+
+
+# ------------------------------------------------------------------------------ linear
+class Linear(tf.Module):
+    """The seed example's model: y = w x."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(0.0, name="w")
+
+
+def linear_dataset(stream: int = 0):
+    # Whole batches as elements: batching scalar slices would cost more than the model.
+    x = tf.random.stateless_normal([POOL_BATCHES, LINEAR_BATCH], seed=[stream, 1])
+    y = 3.0 * x + 0.1 * tf.random.stateless_normal(x.shape, seed=[stream, 2])
+    return tf.data.Dataset.from_tensor_slices((x, y)).repeat().prefetch(4)
+
+
+def linear_dataset_fn(input_context=None):
+    return linear_dataset(input_context.input_pipeline_id if input_context is not None else 0)
+
+
+def linear_loss(model, batch):
+    x, y = batch
+    return tf.reduce_mean(tf.square(model.w * x - y))
+
+
+def linear_optimizer():
+    return tf.keras.optimizers.legacy.SGD(LINEAR_LR)
+
+
+WORKLOADS = {
+    "recsys": dict(model=build_recsys, dataset_fn=recsys_dataset_fn, loss=recsys_loss,
+                   optimizer=recsys_optimizer, batch=RECSYS_BATCH),
+    "linear": dict(model=lambda num_ids=None: Linear(),
+                   dataset_fn=lambda num_ids=None: linear_dataset_fn, loss=linear_loss,
+                   optimizer=linear_optimizer, batch=LINEAR_BATCH),
+}
+
+
+# ------------------------------------------------------------------------------ fit
+class EpochTimer(tf.keras.callbacks.Callback):
+    """Wall time of each epoch, for steady-state `fit` throughput (same on both sides)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends: list[float] = []
+        self.start = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+# ------------------------------------------------------------------------------ reporting
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
+
+
+def report(rates, timed=None, **extra):
+    """The one machine-readable line every benchmark program prints: ``bench: ...``
+    (`timed`: seconds spent in the timed windows, the rest of the process's life is set-up)."""
+    fields = [f"steps_per_sec={median(rates):.3f}", f"timed={timed or 0:.1f}",
+              "windows=" + ",".join(f"{r:.3f}" for r in rates)]
+    fields += [f"{k}={v}" for k, v in extra.items()]
+    print("bench: " + " ".join(fields), flush=True)
+
+
+def add_common_flags(parser):
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="recsys")
+    parser.add_argument("--num_ids", type=int, default=RECSYS_IDS)
+    parser.add_argument("--warmup_steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=1000, help="steps per timed window")
+    parser.add_argument("--windows", type=int, default=1, help="timed windows (median)")
+    parser.add_argument("--steps_per_closure", type=int, default=10)
+    return parser

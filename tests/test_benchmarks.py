@@ -1,0 +1,86 @@
+"""The benchmark harness (benchmarks/run.py) on tiny configurations, so that it cannot rot.
+
+`test_tiny_rows` runs two rows end to end on real clusters: ``trainer_overhead`` (a ps/worker
+cluster, the tfps Trainer chief and the tutorial-loop chief against it, alternately) and
+``ps_vs_local`` (the Trainer against the one-process baseline). Between them they exercise
+the code every cluster row shares: `Cluster`, `run_program`, `paired`, the table and the JSON
+output, and the programs `tfps_side/trainer.py` (also behind `default_vs_tutorial`,
+`sparse_table_scaling` and `accumulation_vs_local`), `baselines/tutorial_loop.py` and
+`baselines/local.py`. The fit programs and the tfps-launch row run in `test_all_seven_rows`
+(marked slow: every row's chiefs import TensorFlow, about a minute of CPU per row on 2 cores).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(REPO, "benchmarks", "run.py")
+ROW_NAMES = ["trainer_overhead", "default_vs_tutorial", "ps_vs_local", "sparse_table_scaling",
+             "accumulation_vs_local", "launch_ready", "fit_overhead"]
+
+
+def _run(tmp_path, *args, timeout):
+    out = tmp_path / "rows.json"
+    proc = subprocess.Popen([sys.executable, RUN, "--tiny", "--json", str(out), *args],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        text, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 15)  # the harness ends its own clusters on SIGTERM
+        text, _ = proc.communicate(timeout=30)
+        pytest.fail(f"benchmarks/run.py --tiny still running after {timeout}s:\n{text[-4000:]}")
+    assert proc.returncode == 0, text[-4000:]
+    return json.loads(out.read_text()), text
+
+
+def _check(rows, names, text):
+    assert [r["name"] for r in rows] == names, text[-3000:]
+    for row in rows:
+        assert set(row) == {"name", "tfps", "baseline", "ratio", "goal", "unit"}
+        for key in ("tfps", "baseline", "ratio"):
+            assert row[key] > 0, (row, text[-3000:])
+    assert "| name" in text  # the printed table
+
+
+def test_registry_has_the_seven_rows():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    try:
+        import run
+    finally:
+        sys.path.pop(0)
+    assert [r.name for r in run.ROWS] == ROW_NAMES
+    assert set(run.SIZES) == {"tiny", "quick", "full"}
+
+
+def test_baselines_import_no_tfps():
+    """The baselines are plain TF programs: no tfps import in them or in what they share."""
+    bench = os.path.join(REPO, "benchmarks")
+    files = [os.path.join(bench, "workloads.py")] + [
+        os.path.join(bench, "baselines", f) for f in os.listdir(os.path.join(bench, "baselines"))
+        if f.endswith(".py")]
+    for path in files:
+        tree = ast.parse(open(path).read())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "tfps" or n.startswith("tfps.") for n in names), path
+
+
+def test_tiny_rows(tmp_path):
+    names = ["trainer_overhead", "ps_vs_local"]
+    rows, text = _run(tmp_path, "--only", ",".join(names), timeout=900)
+    _check(rows, names, text)
+
+
+@pytest.mark.slow
+def test_all_seven_rows(tmp_path):
+    rows, text = _run(tmp_path, timeout=3600)
+    _check(rows, ROW_NAMES, text)
