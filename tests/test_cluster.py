@@ -179,3 +179,11 @@ def test_task_id_parse():
         TaskId.parse("worker:x")
     with pytest.raises(errors.ConfigError, match="unknown role 'boss'"):
         TaskId.parse("boss:1")
+
+
+def test_undecodable_file(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe ps: [h:1]")
+    with pytest.raises(errors.ClusterSpecError,
+                       match=r"cannot read file: not UTF-8 text \(byte 0 is b'\\xff'\)"):
+        tfps.Cluster.from_file(str(path))

@@ -115,3 +115,13 @@ def test_bad_spec_is_a_cluster_spec_error(tmp_path):
     bad.write_text("ps: [h:abc]\nworker: [h:1]\n")
     with pytest.raises(errors.ClusterSpecError, match=r"bad.yaml: ps\[0\]: port 'abc'"):
         doctor.run(doctor_args(["--doctor", "--spec", str(bad)]))
+
+
+def test_version_check_fails_naming_both_versions(monkeypatch):
+    import importlib.metadata
+    from tfps.launch import doctor
+    versions = {"tensorflow": "2.21.0", "tf-keras": "2.20.1"}
+    monkeypatch.setattr(importlib.metadata, "version", versions.__getitem__)
+    check = doctor.check_versions()
+    assert check.status == doctor.FAIL
+    assert "tf-keras 2.20.1 does not match tensorflow 2.21.0" in check.detail

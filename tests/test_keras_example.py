@@ -146,16 +146,6 @@ def test_fit_resumes_after_chief_sigkill(local_cluster, procs, tmp_path):
     _check_accuracy(result_line(second.stdout))
 
 
-def _launcher_works() -> bool:
-    try:
-        out = subprocess.run([sys.executable, "-m", "tfps.launch", "--help"], cwd=REPO,
-                             env=task_env(), capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "--num-workers" in out.stdout
-
-
-@pytest.mark.skipif(not _launcher_works(), reason="tfps-launch is not built yet")
 def test_keras_fit_through_tfps_launch(procs, tmp_path):
     argv = [sys.executable, "-m", "tfps.launch", "--log-dir", str(tmp_path / "logs"),
             "--num-ps", "2", "--num-workers", "2", EXAMPLE, "--epochs", "3",

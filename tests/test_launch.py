@@ -187,6 +187,12 @@ def _spec(tmp_path, text, name="spec.yaml"):
     return str(path)
 
 
+def _bytes(tmp, data: bytes) -> str:
+    path = tmp / "binary.yaml"
+    path.write_bytes(data)
+    return str(path)
+
+
 BAD_INPUT = {
     "unknown-flag": (lambda tmp: ["--bogus", EXAMPLE], "unrecognized arguments: --bogus"),
     "zero-count": (lambda tmp: ["--num-workers", "0", EXAMPLE], "--num-workers: expected"),
@@ -202,6 +208,9 @@ BAD_INPUT = {
                                                       "[localhost:3]\n"), "--task", "worker:4",
                                       EXAMPLE], "task 'worker:4' is not in the cluster"),
     "bad-fault": (lambda tmp: ["--inject-fault", "worker:7@1s", EXAMPLE], "does not run here"),
+    "infinite-grace": (lambda tmp: ["--grace-period", "inf", EXAMPLE], "got 'inf'"),
+    "undecodable-spec": (lambda tmp: ["--spec", _bytes(tmp, b"\xff\xfe"), EXAMPLE],
+                         "not UTF-8 text"),
     "spec-with-counts": (lambda tmp: ["--spec", _spec(tmp, "ps: [localhost:2]\nworker: "
                                                       "[localhost:3]\n"), "--num-ps", "1",
                                       EXAMPLE], "--num-ps cannot be combined with --spec"),

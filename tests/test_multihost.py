@@ -66,8 +66,7 @@ TRAIN_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture
 def train_script(tmp_path):
-    if not os.path.exists(LAUNCHER):
-        pytest.skip(f"{LAUNCHER} is not installed")
+    assert os.path.exists(LAUNCHER), f"{LAUNCHER}: the console script is not installed"
     path = tmp_path / "train.py"
     path.write_text(TRAIN_SCRIPT)
     return str(path)

@@ -130,3 +130,29 @@ def test_task_server_refuses_the_chief_role(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == ("tfps.server: error: only ps and worker tasks run a task "
                                    "server; got task 'chief:0'")
+
+
+def _server_error(*args, timeout=120):
+    done = subprocess.run([sys.executable, "-m", "tfps.server", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stderr.strip().splitlines()[-1], done.stderr
+
+
+def test_task_server_bad_flag_is_one_line():
+    rc, last, stderr = _server_error("--bogus")
+    assert rc == 2 and stderr.strip() == "tfps.server: error: unrecognized arguments: --bogus"
+
+
+def test_task_server_port_in_use(tmp_path):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("localhost", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        spec = tmp_path / "s.yaml"
+        spec.write_text(f"ps: [localhost:{port}]\nworker: [localhost:1]\n")
+        rc, last, stderr = _server_error("--spec", str(spec), "--task", "ps:0")
+    assert rc == 2
+    assert last == f"tfps.server: error: cannot serve ps:0 on localhost:{port}: " \
+                   "Could not start gRPC server"
+    assert "Traceback" not in stderr

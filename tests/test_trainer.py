@@ -130,6 +130,12 @@ def test_accumulation_pushes_one_update_per_closure(strategy):
     assert float(trainer.model.w.numpy()) == pytest.approx(3 * (1 - 0.9 ** 16), abs=0.15)
 
 
+def test_accumulation_ends_exactly_at_train_steps(strategy):
+    trainer = _linear_trainer(strategy, accumulate_steps=4)
+    assert trainer.train(10).step == 10  # closures of 4, 4 and a last one of 2
+    assert int(trainer.optimizer.iterations.numpy()) == 3
+
+
 def test_automatic_packing_amortises_scheduling(strategy):
     # A one-parameter model: a step costs far less than a schedule() round trip, so the
     # measurement must choose several steps per closure.
@@ -189,6 +195,12 @@ def test_checkpoint_resume(strategy, tmp_path, optimizer):
     assert int(second.optimizer.iterations.numpy()) == 40  # the optimizer's state came back
     result = second.train(80)
     assert (result.start_step, result.step) == (40, 80)
+    # A chief restarted after the end (e.g. killed while evaluating) trains nothing more.
+    # Default options: the packing measurement must not run steps past the end either.
+    third = tfps.Trainer(strategy=strategy, model=_linear_model, loss_fn=_linear_loss,
+                         optimizer=optimizer, learning_rate=0.05, dataset_fn=_linear_data,
+                         model_dir=model_dir, options=tfps.TrainerOptions(log_every=0))
+    assert third.train(80).step == 80
     import tensorflow as tf
     assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith("ckpt-80")
 
@@ -229,6 +241,19 @@ def test_evaluation_counts_every_example_once(strategy):
     metrics = trainer.evaluate()
     assert metrics["count"] == 100          # 15 batches over 5 shards, none twice or missed
     assert metrics["total"] == pytest.approx(49.5)  # sum / count: the mean of 0..99
+
+
+def test_evaluation_with_fewer_batches_than_shards(strategy):
+    import tensorflow as tf
+
+    trainer = tfps.Trainer(
+        strategy=strategy, model=_linear_model, loss_fn=_linear_loss, optimizer="sgd",
+        learning_rate=0.05, dataset_fn=_linear_data,
+        eval_dataset_fn=lambda ctx: tf.data.Dataset.range(9).map(
+            lambda i: tf.cast(i, tf.float32)).batch(5),  # 2 batches, 8 shards asked for
+        eval_fn=lambda m, b: {"count": tf.cast(tf.size(b), tf.float32)},
+        options=tfps.TrainerOptions(log_every=0, eval_shards=8))
+    assert trainer.evaluate()["count"] == 9
 
 
 def test_keras3_model_and_optimizer(strategy):

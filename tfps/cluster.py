@@ -170,6 +170,9 @@ class Cluster:
                 text = f.read()
         except OSError as e:
             raise ClusterSpecError(f"cannot read file: {e.strerror or e}", source) from None
+        except UnicodeDecodeError as e:
+            raise ClusterSpecError(f"cannot read file: not UTF-8 text (byte {e.start} is "
+                                   f"{e.object[e.start:e.start + 1]!r})", source) from None
         try:
             spec = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as e:

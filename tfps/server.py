@@ -11,8 +11,13 @@ import sys
 
 from tfps import _env
 from tfps.cluster import Cluster, TaskId, task_from_env
+from tfps.errors import TfpsError
 
 _env.configure()
+
+
+class ServeError(TfpsError):
+    """The task's TF server could not start (its port is taken, its host is not this one)."""
 
 
 def serve(cluster: Cluster, task: TaskId) -> None:
@@ -22,29 +27,33 @@ def serve(cluster: Cluster, task: TaskId) -> None:
     cluster.address(task)  # raises if the task is not in the cluster
     import tensorflow as tf  # after the checks: bad input costs no TF import
     spec = tf.train.ClusterSpec(cluster.as_dict(training_only=True))
-    server = tf.distribute.Server(spec, job_name=task.type, task_index=task.index,
-                                  protocol="grpc", start=True)
+    try:
+        server = tf.distribute.Server(spec, job_name=task.type, task_index=task.index,
+                                      protocol="grpc", start=True)
+    except tf.errors.OpError as e:  # e.g. "Could not start gRPC server": the port is taken
+        raise ServeError(f"cannot serve {task} on {cluster.address(task)}: {e.message}"
+                         ) from None
     print(f"tfps.server: {task} serving on {cluster.address(task)} "
           f"(target {server.target})", flush=True)
     server.join()
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from tfps.launch.cli import UsageError, _Parser
 
-    parser = argparse.ArgumentParser(prog="python -m tfps.server", description=__doc__)
+    parser = _Parser(prog="python -m tfps.server", description=__doc__)
     parser.add_argument("--spec", help="cluster spec file (default: TF_CONFIG or Slurm)")
     parser.add_argument("--task", help="task to serve, e.g. worker:1 (with --spec)")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         if args.spec:
             if not args.task:
-                parser.error("--task is required with --spec")
+                raise UsageError("--task is required with --spec")
             cluster, task = Cluster.from_file(args.spec), TaskId.parse(args.task)
         else:
             cluster, task = Cluster.from_env(), task_from_env()
         serve(cluster, task)
-    except ValueError as e:
+    except (ValueError, UsageError) as e:
         print(f"tfps.server: error: {e}", file=sys.stderr)
         return 2
     return 0

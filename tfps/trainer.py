@@ -45,6 +45,7 @@ import numpy as np
 
 from tfps import optimizers as _optimizers
 from tfps.errors import ConfigError
+from tfps.evaluation import ExactEvaluator
 from tfps.progress import ProgressReporter
 from tfps.strategy import make_coordinator, variable_table
 
@@ -74,7 +75,8 @@ class TrainerOptions:
         mean gradient): one ps round-trip instead of K. The effective batch becomes
         K × batch size, and there are K times fewer updates per example: scale the learning
         rate up (linear scaling: × K for SGD) to keep the progress per example.
-        Overrides `steps_per_closure` (a closure is K steps).
+        Overrides `steps_per_closure` (a closure is K steps; the last one may be shorter,
+        so the step count stays exact).
       staleness_aware: scale each update's learning rate by 1 / max(1, τ), where τ counts the
         updates other workers applied between this update's read and its write (Zhang et al.,
         IJCAI 2016). τ is measured with a version counter on ps; a histogram goes to
@@ -163,7 +165,9 @@ class Trainer:
       learning_rate: with an optimizer *name*: a float or a schedule (``tfps.schedules``).
       model_dir: checkpoints (restored at start) and TensorBoard summaries; None for neither.
       batch_size: examples per step, for the examples/sec figure.
-      eval_dataset_fn: ``eval_dataset_fn(input_context) -> finite dataset`` for `evaluate`.
+      eval_dataset_fn: ``eval_dataset_fn(input_context) -> finite dataset`` for `evaluate`:
+        the *whole* eval set on every worker (unlike `dataset_fn`, not sharded by pipeline;
+        `evaluate` shards it, see `tfps.evaluation.ExactEvaluator`).
       eval_fn: ``eval_fn(model, batch) -> {name: per-batch sum}``; `evaluate` adds these over
         the whole eval set exactly once. If it returns ``count``, every other scalar is divided
         by it in the report (so ``{"loss": sum, "count": n}`` reports a mean loss).
@@ -196,6 +200,7 @@ class Trainer:
         self._loss_fn, self._eval_fn = loss_fn, eval_fn
         self._dataset_fn = dataset_fn
         self._eval_dataset_fn = eval_dataset_fn
+        self._evaluator = None
         self._num_workers = strategy.extended._num_workers
         with strategy.scope():
             self.model = model if _is_model(model) else model()
@@ -236,6 +241,7 @@ class Trainer:
         self._train_fn = tf.function(self._train_closure)
         self._accum_fn = tf.function(self._accumulate_closure)
         self._iterator = None
+        self._measured_packing = None  # steps per closure, once measured
         self.restored_step = self.restore()
 
     # --------------------------------------------------------------------------- on workers
@@ -334,10 +340,11 @@ class Trainer:
         self._note_gradient_types(grads)
         return loss, self._apply(grads, read_version)
 
-    def _accumulate_closure(self, iterator):
+    def _accumulate_closure(self, iterator, k: int):
+        """K micro-batches, one update. `k` is a Python int: a short last closure (fewer
+        steps left than accumulate_steps) is one more trace, and the step count stays exact."""
         import tensorflow as tf
 
-        k = self.options.accumulate_steps
         batches = [next(iterator) for _ in range(k)]
         loss, tau = self.strategy.run(self._replica_accumulate, args=(batches,))
         self.global_step.assign_add(k)
@@ -379,7 +386,7 @@ class Trainer:
 
         iterator = self._ensure_iterator()
         if self.options.accumulate_steps > 1:
-            return self.coordinator.schedule(self._accum_fn, args=(iterator,))
+            return self.coordinator.schedule(self._accum_fn, args=(iterator, num_steps))
         return self.coordinator.schedule(self._train_fn,
                                          args=(iterator, tf.constant(num_steps, tf.int32)))
 
@@ -389,25 +396,26 @@ class Trainer:
         One closure per worker runs at once, so a round's wall time is one closure's latency.
         The measured steps are real training steps (they count); at most `budget_steps`.
         """
+        workers = self._num_workers
+
         def timed(n):
             start = time.perf_counter()
-            remotes = [self._schedule(n) for _ in range(self._num_workers)]
+            remotes = [self._schedule(n) for _ in range(workers)]
             for r in remotes:
                 r.fetch()
             return time.perf_counter() - start, n * len(remotes)
 
-        used = 0
-        timed(1)  # the first closure traces the function; not timed
-        used += self._num_workers
+        # The first round traces the function (not timed), then rounds of 1 and 8 steps.
+        if budget_steps < 10 * workers:  # too short a run to measure: one closure per worker
+            return min(max(1, budget_steps // workers), _MAX_STEPS_PER_CLOSURE), 0
+        used = timed(1)[1]
         t1 = t8 = math.inf
         for _ in range(_CALIBRATION_ROUNDS):
-            if used + 9 * self._num_workers > budget_steps:
+            if used + 9 * workers > budget_steps:
                 break
             a, n_a = timed(1)
             b, n_b = timed(8)
             t1, t8, used = min(t1, a), min(t8, b), used + n_a + n_b
-        if not math.isfinite(t8):
-            return max(1, budget_steps // max(self._num_workers, 1)), used
         per_step = max((t8 - t1) / 7, 1e-6)
         overhead = max(t1 - per_step, 0.0)
         wanted = math.ceil(overhead / (_PACKING_OVERHEAD * per_step))
@@ -436,9 +444,15 @@ class Trainer:
             per_closure = opts.accumulate_steps
         elif opts.steps_per_closure:
             per_closure = opts.steps_per_closure
+        elif self._measured_packing:
+            per_closure = self._measured_packing
+        elif step >= train_steps:
+            per_closure = 1  # nothing to train: no measurement either
         else:
-            per_closure, used = self.measure_packing(max(train_steps - step, 0))
+            per_closure, used = self.measure_packing(train_steps - step)
             step += used
+            if used:  # a real measurement: keep it for later calls
+                self._measured_packing = per_closure
         pending = collections.deque()  # (step after the closure, RemoteValue)
         taus: list[np.ndarray] = []
         last_loss = math.nan
@@ -457,7 +471,7 @@ class Trainer:
 
         while step < train_steps:
             n = min(per_closure, train_steps - step)
-            step += n if opts.accumulate_steps == 1 else per_closure
+            step += n
             pending.append((step, self._schedule(n)))
             drain(keep=2 * self._num_workers)  # bounded look-ahead, losses stay current
             if next_log is not None and step >= next_log:
@@ -507,57 +521,19 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Evaluates on ``eval_dataset_fn``'s data, each batch exactly once.
 
-        The data are split into ``options.eval_shards`` shards (``Dataset.shard``), one closure
-        each; a closure that is retried after a worker failure re-evaluates its whole shard,
-        and only one result per shard is kept. Returns the summed ``eval_fn`` outputs, with
-        scalars divided by ``count`` when ``eval_fn`` returns one.
+        ``options.eval_shards`` closures, one per shard (`tfps.evaluation.ExactEvaluator`).
+        Returns the summed ``eval_fn`` outputs, scalars divided by ``count`` when ``eval_fn``
+        returns one.
         """
-        import tensorflow as tf
-
         if self._eval_fn is None:
             raise ConfigError("evaluate() needs `eval_dataset_fn` and `eval_fn`. "
                               "Received: eval_fn=None")
-        shards = self.options.eval_shards or 4 * self._num_workers
-        fn = self._eval_closure_fn()
-        remotes = [self.coordinator.schedule(fn, args=(self._eval_data(), shards, i))
-                   for i in range(shards)]
-        parts = [r.fetch() for r in remotes]
-        sums = {k: np.sum([np.asarray(p[k]) for p in parts], axis=0) for k in parts[0]}
-        return _reduce_eval(sums)
-
-    def _eval_data(self):
-        if getattr(self, "_eval_per_worker", None) is None:
-            strategy, fn = self.strategy, self._eval_dataset_fn
-            self._eval_per_worker = self.coordinator.create_per_worker_dataset(
-                lambda: strategy.distribute_datasets_from_function(fn)).build()
-        return self._eval_per_worker
-
-    def _eval_closure_fn(self):
-        import tensorflow as tf
-
-        if getattr(self, "_eval_closure", None) is not None:
-            return self._eval_closure
-        model, eval_fn = self.model, self._eval_fn
-
-        def zeros_like_outputs(spec):
-            outputs = tf.function(lambda b: eval_fn(model, b)).get_concrete_function(spec)
-            return tf.nest.map_structure(lambda t: tf.zeros(t.shape, t.dtype),
-                                         outputs.structured_outputs)
-
-        @tf.function
-        def eval_shard(dataset, num_shards, index):
-            # The per-worker value is a distributed dataset; auto_shard shards its source by
-            # file where it can and by element otherwise (input_ops.auto_shard_dataset), as
-            # tf_keras's exact evaluation does.
-            dataset = dataset.auto_shard(num_shards, index)
-            acc = zeros_like_outputs(dataset.element_spec)
-            for batch in dataset:
-                out = eval_fn(model, batch)
-                acc = tf.nest.map_structure(tf.add, acc, out)
-            return acc
-
-        self._eval_closure = eval_shard
-        return eval_shard
+        if self._evaluator is None:
+            self._evaluator = ExactEvaluator(
+                strategy=self.strategy, model=self.model, dataset_fn=self._eval_dataset_fn,
+                eval_fn=self._eval_fn,
+                num_shards=self.options.eval_shards or 4 * self._num_workers)
+        return self._evaluator()
 
     def summarize_eval(self, metrics: dict, step: int | None = None) -> str:
         """Prints an ``eval | step: ...`` record and writes it to TensorBoard (``eval/``)."""
@@ -577,10 +553,3 @@ def _deps(read_version) -> list:
     # The counter must be read before the model's variables: nothing else orders two reads of
     # different resources inside a tf.function, and a late read would measure no staleness.
     return [] if read_version is None else [read_version]
-
-
-def _reduce_eval(sums: dict) -> dict:
-    count = sums.get("count")
-    if count is None:
-        return sums
-    return {k: (v / count if k != "count" and np.ndim(v) == 0 else v) for k, v in sums.items()}

@@ -12,6 +12,7 @@ the ports and hands the planned tasks to the `Supervisor`.
 from __future__ import annotations
 
 import argparse
+import math
 import dataclasses
 import errno
 import os
@@ -60,7 +61,7 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0:
+    if not 0 < value < math.inf:  # also refuses nan and inf (the end would never come)
         raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
     return value
 

@@ -112,27 +112,21 @@ def host_memory_bytes() -> int | None:
 
 # ------------------------------------------------------------------------------ checks
 def check_versions() -> Check:
-    """TensorFlow and tf-keras must share a minor version (tf.keras is tf_keras under PSS)."""
+    """TensorFlow and tf-keras must share a minor version (tf.keras is tf_keras under PSS);
+    the rule and its message are `tfps._env.check_versions`'s, which `import tfps` applies."""
+    from tfps import _env
+
     try:
-        tf_version = importlib.metadata.version("tensorflow")
+        _env.check_versions()
+    except ImportError as e:
+        return Check("versions", FAIL, str(e))
+    try:
+        found = (f"tensorflow {importlib.metadata.version('tensorflow')}, "
+                 f"tf-keras {importlib.metadata.version('tf-keras')}")
     except importlib.metadata.PackageNotFoundError:
         return Check("versions", WARN, "the 'tensorflow' distribution is not installed under "
                      "that name (tensorflow-cpu, tf-nightly?): versions not compared")
-    try:
-        keras_version = importlib.metadata.version("tf-keras")
-    except importlib.metadata.PackageNotFoundError:
-        return Check("versions", FAIL, f"tf-keras is not installed; tensorflow {tf_version} "
-                     f"needs tf-keras {_minor(tf_version)}.* "
-                     f"(pip install 'tf-keras~={_minor(tf_version)}.0')")
-    if _minor(tf_version) != _minor(keras_version):
-        return Check("versions", FAIL, f"tf-keras {keras_version} does not match tensorflow "
-                     f"{tf_version}: minor versions must be equal "
-                     f"(pip install 'tf-keras~={_minor(tf_version)}.0')")
-    return Check("versions", OK, f"tensorflow {tf_version}, tf-keras {keras_version}")
-
-
-def _minor(version: str) -> str:
-    return ".".join(version.split(".")[:2])
+    return Check("versions", OK, found)
 
 
 def _split(address: str) -> tuple[str, int]:
