@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import socket
 from typing import Any, Iterator, Mapping
 
@@ -321,51 +320,10 @@ def slurm_jobs(num_tasks: int, num_ps: int) -> dict[str, int]:
     return {"chief": 1, "ps": num_ps, "worker": num_workers}
 
 
-def _expand_hostlist(text: str) -> list[str]:
-    """Slurm's compressed host list, in order: ``'n[1-2],m5,o[08-10]'`` -> n1 n2 m5 o08 o09 o10.
-
-    The format `SlurmClusterResolver.expand_hostlist` reads, parsed here without importing
-    TensorFlow (every task's launcher reads it before it starts anything) or calling scontrol.
-    """
-    hosts, parts, depth, current = [], [], 0, ""
-    for c in text:  # split at the commas outside brackets
-        depth += (c == "[") - (c == "]")
-        if c == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += c
-    parts.append(current)
-    for part in parts:
-        m = re.fullmatch(r"([^\[\],]+)(?:\[([0-9,\-]+)\])?([^\[\],]*)", part)
-        if not m:
-            raise ValueError(f"SLURM_STEP_NODELIST: cannot parse {part!r} in {text!r}")
-        prefix, ranges, suffix = m.groups()
-        if ranges is None:
-            hosts.append(prefix + suffix)
-            continue
-        for item in ranges.split(","):
-            low, _, high = item.partition("-")
-            if not low.isdigit() or (high and not high.isdigit()):
-                raise ValueError(f"SLURM_STEP_NODELIST: bad range {item!r} in {text!r}")
-            hosts += [f"{prefix}{str(i).zfill(len(low))}{suffix}"
-                      for i in range(int(low), int(high or low) + 1)]
-    return hosts
-
-
-def _expand_tasks_per_node(text: str) -> list[int]:
-    """``'3(x2),2'`` -> [3, 3, 2] (Slurm's SLURM_STEP_TASKS_PER_NODE)."""
-    counts = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
-        if not m:
-            raise ValueError(f"SLURM_STEP_TASKS_PER_NODE: cannot parse {part!r} in {text!r}")
-        counts += [int(m.group(1))] * int(m.group(2) or 1)
-    return counts
-
-
 def _read_slurm(environ: Mapping[str, str]) -> tuple[Cluster, TaskId]:
-    expand_hostlist, expand_tasks_per_node = _expand_hostlist, _expand_tasks_per_node
+    # TF's parsers of Slurm's compressed lists ('n[1-2],m5', '3(x2),2'); pure Python.
+    from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import (
+        expand_hostlist, expand_tasks_per_node)
 
     def _get(name: str, fallback: str | None = None) -> str:
         value = environ.get(name, environ.get(fallback) if fallback else None)
@@ -398,9 +356,11 @@ def _read_slurm(environ: Mapping[str, str]) -> tuple[Cluster, TaskId]:
             f"SLURM_STEP_TASKS_PER_NODE={per_node_text!r} ({sum(per_node)} tasks on "
             f"{len(per_node)} hosts) do not describe a step of {num_tasks} tasks", "Slurm")
     # Ranks fill the hosts in Slurm's node-list order (srun's block distribution), port_base +
-    # local index on each host. SlurmClusterResolver instead walks the hosts sorted by name,
-    # which for node[9-10] puts rank 0 on node10 while Slurm runs it on node9; it also lists no
-    # task on a host without GPUs. Both are why tfps does not use the resolver itself.
+    # local index on each host. SlurmClusterResolver.cluster_spec() instead walks the hosts
+    # *sorted by name* (`sorted(self._task_configuration.items())`), which for node[9-10] puts
+    # rank 0 on node10 while Slurm runs it on node9, and it lists no task at all on a host
+    # without GPUs (it steps through range(0, gpus_per_node, gpus_per_task)). So tfps uses the
+    # resolver's list parsers but places the ranks itself.
     places = [(host, local) for host, n in zip(hosts, per_node) for local in range(n)]
     addresses = [f"{host}:{port_base + local}" for host, local in places]
     if not 0 <= rank < num_tasks:
@@ -422,18 +382,3 @@ def _read_slurm(environ: Mapping[str, str]) -> tuple[Cluster, TaskId]:
         start += count
     cluster = Cluster.from_dict(spec, source="Slurm")
     return cluster, cluster._check_task(task)
-
-
-@contextlib.contextmanager
-def _patched_environ(environ: Mapping[str, str]):
-    if environ is os.environ:
-        yield
-        return
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(environ)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
