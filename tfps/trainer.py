@@ -10,9 +10,7 @@ Example (an in-process cluster; with `tfps-launch` use ``tfps.make_strategy()``)
 
 >>> import tfps, tensorflow as tf
 >>> strategy = tfps.make_strategy(tfps.in_process_cluster(num_ps=1, num_workers=2))
->>> def model_fn():
-...     return tf.Module()  # any tf.Module / tf_keras / Keras 3 model
->>> def make_model():
+>>> def make_model():  # any tf.Module, tf_keras or Keras 3 model
 ...     m = tf.Module(); m.w = tf.Variable(0.0); return m
 >>> def data(ctx):
 ...     x = tf.random.stateless_normal([1024], seed=[ctx.input_pipeline_id, 0])
