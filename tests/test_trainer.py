@@ -305,3 +305,29 @@ def test_bad_trainer_arguments(strategy):
         tfps.Trainer(**{**ok, "loss_fn": 3})
     with pytest.raises(errors.ConfigError, match="train_steps=-5"):
         tfps.Trainer(**ok).train(-5)
+
+
+def test_keras3_sharded_embedding_gradients_stay_sparse(strategy):
+    import keras
+    import tensorflow as tf
+
+    def build():
+        ids = keras.Input([2], dtype="int32")
+        emb = keras.layers.Embedding(NUM_IDS, DIM)(ids)  # 640 KB: sharded over both ps
+        return keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(emb)))
+
+    def data(ctx):
+        ids = tf.random.stateless_uniform([512, 2], seed=[1, 0], maxval=500, dtype=tf.int32)
+        return tf.data.Dataset.from_tensor_slices(
+            (ids, tf.cast(ids[:, :1] % 7, tf.float32))).repeat().batch(64)
+
+    trainer = tfps.Trainer(
+        strategy=strategy, model=build, optimizer="adagrad", learning_rate=0.5,
+        loss_fn=lambda m, b: tf.reduce_mean(tf.square(m(b[0], training=True) - b[1])),
+        dataset_fn=data, options=tfps.TrainerOptions(steps_per_closure=5, log_every=0))
+    first = trainer.train(5).loss
+    last = trainer.train(100).loss
+    kinds = trainer.gradient_types
+    shards = [k for k in kinds if "embeddings/part_" in k]
+    assert len(shards) == 2 and all(kinds[k] == "IndexedSlices" for k in shards), kinds
+    assert last < 0.5 * first, (first, last)
