@@ -66,8 +66,10 @@ class Size:
 SIZES = {
     "tiny": Size(reps=1, windows=1, k_recsys=30, k_linear_default=200, k_local=100,
                  k_accum=640, fit_epochs=2, fit_steps=20, launch_reps=1, warmup=10),
-    "quick": Size(reps=1, windows=3, k_recsys=200, k_linear_default=1500, k_local=300,
-                  k_accum=2560, fit_epochs=4, fit_steps=100, launch_reps=1, warmup=50),
+    # Start-up (six TF imports per row, tracing) is ~30 s a row on 2 cores (the tiny run):
+    # quick adds ~10 s of steady-state measurement per row to stay under 5 minutes.
+    "quick": Size(reps=1, windows=2, k_recsys=60, k_linear_default=600, k_local=120,
+                  k_accum=1280, fit_epochs=2, fit_steps=40, launch_reps=1, warmup=20),
     "full": Size(reps=3, windows=3, k_recsys=400, k_linear_default=4000, k_local=500,
                  k_accum=6400, fit_epochs=4, fit_steps=200, launch_reps=3, warmup=100),
 }
