@@ -153,6 +153,19 @@ def report(rates, timed=None, **extra):
     print("bench: " + " ".join(fields), flush=True)
 
 
+def measure_windows(run, warmup_steps, steps, windows):
+    """Calls ``run(warmup_steps)`` once (tracing, pipelines filling), then ``run(steps)``
+    `windows` times, timing each; prints the `report` line. ``run(n)`` returns steps done."""
+    run(warmup_steps)
+    rates, timed = [], []
+    for _ in range(windows):
+        start = time.perf_counter()
+        done = run(steps)
+        timed.append(time.perf_counter() - start)
+        rates.append(done / timed[-1])
+    report(rates, timed=sum(timed))
+
+
 def add_common_flags(parser):
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="recsys")
     parser.add_argument("--num_ids", type=int, default=RECSYS_IDS)

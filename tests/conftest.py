@@ -97,14 +97,21 @@ def run_chief(argv, cluster, procs=None, timeout=300, **kwargs) -> subprocess.Co
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
+        out = communicate(proc, timeout, "chief")
+    finally:
+        kill_group(proc)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, None)
+
+
+def communicate(proc: subprocess.Popen, timeout: float, what: str) -> str:
+    """`proc`'s whole output; on timeout its process group is ended and the test fails."""
+    try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc)
         out, _ = proc.communicate()
-        pytest.fail(f"chief timed out after {timeout}s:\n{out[-4000:]}")
-    finally:
-        kill_group(proc)
-    return subprocess.CompletedProcess(argv, proc.returncode, out, None)
+        pytest.fail(f"{what} timed out after {timeout}s:\n{out[-4000:]}")
+    return out
 
 
 def result_line(output: str) -> dict:

@@ -38,7 +38,7 @@ def test_passing_spec_exits_0(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "[ok  ] versions" in out and "[ok  ] addresses" in out
-    assert f"[ok  ] ports" in out and str(ports[4]) in out
+    assert "[ok  ] ports" in out and str(ports[4]) in out
     assert "[ok  ] ps capacity  20.0 MiB per ps of 8.0 GiB" in out
     assert "number of ps: 2" in out and "steps per closure: 10 " in out
     assert out.rstrip().endswith("all checks passed")

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import REPO, TF_ENV, kill_group, result_line
+from conftest import TF_ENV, communicate, result_line
 from tfps import errors
 from tfps.cluster import Cluster, _read_slurm, free_ports, slurm_jobs
 from tfps.launch import emit
@@ -83,16 +83,6 @@ def results(output: str) -> list[dict]:
     """Every ``result:`` line of `output`, without the launcher's ``[chief] `` prefix."""
     lines = [l.split("] ", 1)[-1] if l.startswith("[") else l for l in output.splitlines()]
     return [result_line(l) for l in lines if l.startswith("result:")]
-
-
-def communicate(proc: subprocess.Popen, timeout: float, what: str) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(proc)
-        out, _ = proc.communicate()
-        pytest.fail(f"{what} timed out after {timeout}s:\n{out[-4000:]}")
-    return out
 
 
 # ---- Kubeflow TFJob ------------------------------------------------------------------------

@@ -7,7 +7,6 @@ packing the distributed side gets), one dataset iterator. Prints ``bench: steps_
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import workloads  # noqa: E402
@@ -44,14 +43,7 @@ def main():
         float(loss)  # waits for the last call
         return max(1, steps // k) * k
 
-    run(args.warmup_steps)
-    rates, timed = [], []
-    for _ in range(args.windows):
-        start = time.perf_counter()
-        done = run(args.steps)
-        timed.append(time.perf_counter() - start)
-        rates.append(done / timed[-1])
-    workloads.report(rates, timed=sum(timed))
+    workloads.measure_windows(run, args.warmup_steps, args.steps, args.windows)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ scheduled function (K = 1 is the tutorial verbatim). Prints ``bench: steps_per_s
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import workloads  # noqa: E402  (plain TF; sets TF_USE_LEGACY_KERAS before TF loads)
@@ -67,14 +66,7 @@ def main():
         coordinator.join()
         return max(1, steps // k) * k
 
-    run(args.warmup_steps)  # traces the function on every worker, fills the pipelines
-    rates, timed = [], []
-    for _ in range(args.windows):
-        start = time.perf_counter()
-        done = run(args.steps)
-        timed.append(time.perf_counter() - start)
-        rates.append(done / timed[-1])
-    workloads.report(rates, timed=sum(timed))
+    workloads.measure_windows(run, args.warmup_steps, args.steps, args.windows)
 
 
 if __name__ == "__main__":
