@@ -150,6 +150,7 @@ def in_process_cluster(num_ps: int = 2, num_workers: int = 2):
 
 
 def _parts(variable) -> list:
+    """A ShardedVariable's shards (gradients must be taken per shard), or [variable]."""
     return list(getattr(variable, "variables", None) or [variable])
 
 

@@ -45,7 +45,7 @@ from tfps import optimizers as _optimizers
 from tfps.errors import ConfigError
 from tfps.evaluation import ExactEvaluator
 from tfps.progress import ProgressReporter
-from tfps.strategy import make_coordinator, variable_table
+from tfps.strategy import _parts, make_coordinator, variable_table
 
 __all__ = ["Trainer", "TrainerOptions", "TrainResult"]
 
@@ -139,11 +139,6 @@ def _tf_variable(var):
     if type(var).__module__.startswith("keras.") and hasattr(var, "value"):
         return var.value
     return var
-
-
-def _parts(var) -> list:
-    """A ShardedVariable's shards (gradients must be taken per shard), or [var]."""
-    return list(getattr(var, "variables", None) or [var])
 
 
 class Trainer:
