@@ -123,13 +123,31 @@ def make_coordinator(strategy):
     return existing or tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
 
 
+def _worker_inter_op_threads(num_workers: int) -> int:
+    """Inter-op pool size for an in-process worker server.
+
+    Two hangs come from a pool that is too small, both seen on 2-core machines:
+    - With one thread per core, the workers and the coordinator starve each other and training
+      hangs (the official PSS tutorial sets ``num_workers + 1`` for this).
+    - A dataset whose iterator runs a TF function when destroyed (``from_generator``'s
+      finalize function; ``tfds.testing.mock_data`` builds one) deadlocks the pool when the
+      chief drops the iterator: the worker's ``RemoteMgr::DeleteTensorHandle`` destroys the
+      iterator while holding its mutex, from an inter-op thread, and the finalize function
+      waits for a free inter-op thread; the other deletes the chief sent at the same time each
+      take a thread and block on that mutex. Seen with 3 threads (3 deletes after `fit`); the
+      chief then blocks in its next `tf.function` trace (``TFE_ContextAddFunction`` registers
+      the function on the worker through the same queue). More threads make it need more
+      simultaneous deletes; idle threads cost nothing.
+    """
+    return max(multiprocessing.cpu_count(), 4 * (num_workers + 1))
+
+
 def in_process_cluster(num_ps: int = 2, num_workers: int = 2):
     """Starts ps and worker servers inside this process; returns their cluster resolver.
 
     For notebooks and tests. The servers live until the process exits (TF cannot stop them).
-    Each worker gets ``num_workers + 1`` inter-op threads when the machine has fewer cores:
-    with TF's default pool (one thread per core) the workers and the coordinator starve each
-    other and training hangs on 2-core machines (the official PSS tutorial does the same).
+    Each worker gets at least ``4 * (num_workers + 1)`` inter-op threads (TF's default is one
+    per core); see `_worker_inter_op_threads` for the two hangs a small pool causes.
 
     >>> resolver = in_process_cluster(num_ps=1, num_workers=1)
     >>> sorted(resolver.cluster_spec().as_dict())
@@ -139,9 +157,8 @@ def in_process_cluster(num_ps: int = 2, num_workers: int = 2):
 
     cluster = Cluster.local(num_ps=num_ps, num_workers=num_workers, chief=False)
     spec = tf.train.ClusterSpec(cluster.as_dict(training_only=True))
-    worker_config = tf.compat.v1.ConfigProto()
-    if multiprocessing.cpu_count() < num_workers + 1:
-        worker_config.inter_op_parallelism_threads = num_workers + 1
+    worker_config = tf.compat.v1.ConfigProto(
+        inter_op_parallelism_threads=_worker_inter_op_threads(num_workers))
     for role, count, config in (("worker", num_workers, worker_config), ("ps", num_ps, None)):
         for i in range(count):
             _IN_PROCESS_SERVERS.append(tf.distribute.Server(
