@@ -61,28 +61,48 @@ def test_keras_fit_on_two_ps_two_workers_with_sidecar_evaluator(local_cluster, p
     assert side["accuracy"] == pytest.approx(result["accuracy"], abs=1e-3)
 
 
-def test_keras_fit_mnist_through_tfds_mock(tmp_path):
-    """`--dataset=mnist` through the real `tfds.load` path, faked by `tfds.testing.mock_data`.
-    The mock generates examples with a Python generator (`tf.data.Dataset.from_generator`),
-    which only runs in the process that defined it, so this one uses `--in_process`."""
-    wrapper = (
-        "import faulthandler, runpy, sys\n"
-        # Seen once under a heavily loaded 2-core machine: no result after 240 s (it takes
-        # 40-90 s otherwise). If it ever hangs, every thread's stack is in the failure output.
-        "faulthandler.dump_traceback_later(400, exit=True)\n"
-        "import tensorflow_datasets as tfds\n"
-        f"sys.argv = [{EXAMPLE!r}, '--dataset=mnist', '--in_process', '--epochs=2',\n"
-        "            '--steps_per_epoch=10', '--batch_size=16', '--eval_batch_size=16', '--warmup_steps=0']\n"
-        "with tfds.testing.mock_data(num_examples=320):\n"
-        f"    runpy.run_path({EXAMPLE!r}, run_name='__main__')\n")
-    proc = subprocess.run([sys.executable, "-c", wrapper], cwd=str(tmp_path), env=task_env(),
-                          capture_output=True, text=True, timeout=420)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    result = result_line(proc.stdout)
+# tfds's default mock builds its examples with `Dataset.from_generator`, a Python generator
+# that only runs in the process that defined it, so it cannot be sent to worker processes
+# (and on an in-process cluster its iterator can deadlock the worker when destroyed: see
+# tfps.strategy._worker_inter_op_threads). This `as_dataset_fn` -- the manual form of
+# `tfds.testing.mock_data` -- makes random examples shaped by the builder's features as
+# tensors instead, so `tfds.load` feeds real ps/worker processes.
+_MNIST_MOCK = """
+import faulthandler, runpy, sys
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+faulthandler.dump_traceback_later(240, exit=True, file=open(sys.argv[1], "w"))
+
+def as_dataset(self, split, **kwargs):
+    features = self.info.features
+    rng = np.random.default_rng(0 if str(split) == "train" else 1)
+    return tf.data.Dataset.from_tensor_slices({
+        "image": rng.integers(0, 256, (320, *features["image"].shape), dtype=np.uint8),
+        "label": rng.integers(0, features["label"].num_classes, 320)})
+
+sys.argv = [sys.argv[2], "--dataset=mnist", "--epochs=2", "--steps_per_epoch=10",
+            "--batch_size=16", "--eval_batch_size=16", "--warmup_steps=0"]
+with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+    runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_keras_fit_mnist_through_tfds_mock(local_cluster, tmp_path):
+    """`--dataset=mnist` through the real `tfds.load` path (features, splits, as_supervised),
+    with the data faked by `tfds.testing.mock_data`, on real ps/worker processes."""
+    cluster = local_cluster(num_ps=2, num_workers=2)
+    stacks = tmp_path / "stacks.txt"  # every thread's stack, innermost first, if it hangs
+    chief = run_chief([sys.executable, "-c", _MNIST_MOCK, str(stacks), EXAMPLE], cluster,
+                      timeout=300)
+    dump = stacks.read_text() if stacks.exists() else ""
+    assert chief.returncode == 0, f"{chief.stdout[-3000:]}\n--- thread stacks ---\n{dump[:12000]}"
+    result = result_line(chief.stdout)
     assert 0.0 <= result["accuracy"] <= 1.0  # random images: any accuracy is honest
     assert math.isnan(result["best_accuracy"])
-    assert "fit | epoch: 2/2 | step: 20" in proc.stdout
+    assert "fit | epoch: 2/2 | step: 20" in chief.stdout
+    # 320 test examples in batches of 16 = 20 batches: 5 shards per worker fit.
+    assert "eval | exactly once over 10 shards" in chief.stdout
 
 
 class _Lines:
