@@ -78,9 +78,9 @@ SIZES = {
 K_FIXED = 10
 # ps_vs_local "best settings": many steps per closure (scheduling overhead amortised).
 K_BEST = 100
-# Micro-batches per update of accumulation_vs_local. The Trainer unrolls them into one graph
-# (trainer.py, _accumulate_closure): 256 took over 2 minutes to trace on 2 cores.
-K_ACCUM = 64
+# Micro-batches per update of accumulation_vs_local: one pull and one push per 256 (the
+# Trainer fetches them as one stacked element and loops over them in a tf.while_loop).
+K_ACCUM = 256
 SPARSE_BIG, SPARSE_SMALL = 4_000_000, 40_000
 
 

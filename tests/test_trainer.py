@@ -3,6 +3,8 @@ checkpoints, exactly-once evaluation, Keras 3 models, argument checks."""
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 
@@ -123,11 +125,62 @@ def test_packing_runs_k_steps_and_k_updates_per_closure(strategy):
 def test_accumulation_pushes_one_update_per_closure(strategy):
     trainer = _linear_trainer(strategy, accumulate_steps=4)
     result = trainer.train(64)
+    assert not trainer._stacked  # batch(32) without drop_remainder: fetched one by one
     assert result.step == 64 and result.steps_per_closure == 4
     assert int(trainer.optimizer.iterations.numpy()) == 16  # 64 micro-batches / 4
     # 16 updates of the mean gradient 2 (w - 3) E[x^2]: w = 3 (1 - (1 - 2 lr)^16) = 2.44, where
     # 64 plain updates would reach 3.00 - the effective-batch trade-off in TrainerOptions.
     assert float(trainer.model.w.numpy()) == pytest.approx(3 * (1 - 0.9 ** 16), abs=0.15)
+
+
+def _micro_batches(ctx):
+    """Four different fixed micro-batches, in order, repeated."""
+    import tensorflow as tf
+    ids, x, y = _fixed_batch()
+    return tf.data.Dataset.from_tensor_slices(
+        (np.stack([ids] * 4), np.stack([x * (i + 1) for i in range(4)]),
+         np.stack([y + i for i in range(4)]))).repeat()
+
+
+def test_accumulated_gradient_matches_single_process(strategy):
+    """One update from 4 accumulated micro-batches == SGD with their mean gradient, computed
+    in one process; the sparse table's gradient stays IndexedSlices; and the K-1 micro-batches
+    after the first read no dense variable from ps (the loop body has no ReadVariableOp)."""
+    import tensorflow as tf
+
+    lr = 0.5
+    trainer = tfps.Trainer(
+        strategy=strategy, model=_Model.build,
+        loss_fn=lambda m, b: _loss(m.table, m.w, b), optimizer="sgd", learning_rate=lr,
+        dataset_fn=_micro_batches,
+        options=tfps.TrainerOptions(accumulate_steps=4, log_every=0, progress_bar="off"))
+    assert trainer.train(4).step == 4
+    assert int(trainer.optimizer.iterations.numpy()) == 1
+    assert trainer._stacked  # static shapes: the 4 micro-batches came as one element
+
+    table0, w0 = _initial_values()
+    table, w = tf.Variable(table0), tf.Variable(w0)
+    ids, x, y = _fixed_batch()
+    with tf.GradientTape() as tape:
+        loss = tf.add_n([_loss(table, w, (ids, x * (i + 1), y + i)) for i in range(4)]) / 4
+    g_table, g_w = tape.gradient(loss, [table, w])
+    got_table = np.concatenate([v.numpy() for v in trainer.model.table.variables])
+    np.testing.assert_allclose(got_table, table0 - lr * tf.convert_to_tensor(g_table).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trainer.model.w.numpy(), w0 - lr * g_w.numpy(),
+                               rtol=1e-5, atol=1e-6)
+    kinds = trainer.gradient_types
+    assert [kinds[v.name] for v in trainer.model.table.variables] == ["IndexedSlices"] * 2
+
+    traces = trainer._accum_fn._list_all_concrete_functions()  # a trace per thread
+    assert traces
+    for traced in traces:
+        library = traced.graph.as_graph_def().library.function
+        bodies = [f for f in library if "while_body" in f.signature.name]
+        assert len(bodies) == 1, [f.signature.name for f in library]
+        ops = collections.Counter(node.op for node in bodies[0].node_def)
+        reads = [(n.name, list(n.input)) for n in bodies[0].node_def if n.op == "ReadVariableOp"]
+        assert ops["ReadVariableOp"] == 0 and ops["ResourceGather"] == 2, (reads, ops)
 
 
 def test_accumulation_ends_exactly_at_train_steps(strategy):
