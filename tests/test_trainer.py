@@ -59,28 +59,37 @@ def _fixed_dataset(ctx):
     return tf.data.Dataset.from_tensors((ids, x, y)).repeat()
 
 
-def test_sharded_gradients_match_single_process(strategy):
-    import tensorflow as tf
-
-    lr = 0.5
-    trainer = tfps.Trainer(
+def _sharded_trainer(strategy, dataset_fn, lr, **options):
+    return tfps.Trainer(
         strategy=strategy, model=_Model.build,
         loss_fn=lambda m, b: _loss(m.table, m.w, b), optimizer="sgd", learning_rate=lr,
-        dataset_fn=_fixed_dataset,
-        options=tfps.TrainerOptions(steps_per_closure=1, log_every=0, progress_bar="off"))
-    assert len(trainer.model.table.variables) == 2  # really sharded
-    trainer.train(1)
-    # The same step in one process, no strategy: dense tape, plain SGD.
+        dataset_fn=dataset_fn,
+        options=tfps.TrainerOptions(log_every=0, progress_bar="off", **options))
+
+
+def _assert_one_sgd_update(trainer, lr, batches):
+    """The trainer's variables == one plain SGD step, in one process without a strategy, on
+    the mean gradient of `batches` from the initial values."""
+    import tensorflow as tf
+
     table0, w0 = _initial_values()
     table, w = tf.Variable(table0), tf.Variable(w0)
     with tf.GradientTape() as tape:
-        loss = _loss(table, w, _fixed_batch())
+        loss = tf.add_n([_loss(table, w, b) for b in batches]) / len(batches)
     g_table, g_w = tape.gradient(loss, [table, w])
-    expected_table = table0 - lr * tf.convert_to_tensor(g_table).numpy()
-    expected_w = w0 - lr * g_w.numpy()
     got_table = np.concatenate([v.numpy() for v in trainer.model.table.variables])
-    np.testing.assert_allclose(got_table, expected_table, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(trainer.model.w.numpy(), expected_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_table, table0 - lr * tf.convert_to_tensor(g_table).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trainer.model.w.numpy(), w0 - lr * g_w.numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_sharded_gradients_match_single_process(strategy):
+    lr = 0.5
+    trainer = _sharded_trainer(strategy, _fixed_dataset, lr, steps_per_closure=1)
+    assert len(trainer.model.table.variables) == 2  # really sharded
+    trainer.train(1)
+    _assert_one_sgd_update(trainer, lr, [_fixed_batch()])
     # Sparse end to end: each shard's gradient is IndexedSlices, the dense weight's is not.
     kinds = trainer.gradient_types
     shard_kinds = [kinds[v.name] for v in trainer.model.table.variables]
@@ -146,29 +155,13 @@ def test_accumulated_gradient_matches_single_process(strategy):
     """One update from 4 accumulated micro-batches == SGD with their mean gradient, computed
     in one process; the sparse table's gradient stays IndexedSlices; and the K-1 micro-batches
     after the first read no dense variable from ps (the loop body has no ReadVariableOp)."""
-    import tensorflow as tf
-
     lr = 0.5
-    trainer = tfps.Trainer(
-        strategy=strategy, model=_Model.build,
-        loss_fn=lambda m, b: _loss(m.table, m.w, b), optimizer="sgd", learning_rate=lr,
-        dataset_fn=_micro_batches,
-        options=tfps.TrainerOptions(accumulate_steps=4, log_every=0, progress_bar="off"))
+    trainer = _sharded_trainer(strategy, _micro_batches, lr, accumulate_steps=4)
     assert trainer.train(4).step == 4
     assert int(trainer.optimizer.iterations.numpy()) == 1
     assert trainer._stacked  # static shapes: the 4 micro-batches came as one element
-
-    table0, w0 = _initial_values()
-    table, w = tf.Variable(table0), tf.Variable(w0)
     ids, x, y = _fixed_batch()
-    with tf.GradientTape() as tape:
-        loss = tf.add_n([_loss(table, w, (ids, x * (i + 1), y + i)) for i in range(4)]) / 4
-    g_table, g_w = tape.gradient(loss, [table, w])
-    got_table = np.concatenate([v.numpy() for v in trainer.model.table.variables])
-    np.testing.assert_allclose(got_table, table0 - lr * tf.convert_to_tensor(g_table).numpy(),
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(trainer.model.w.numpy(), w0 - lr * g_w.numpy(),
-                               rtol=1e-5, atol=1e-6)
+    _assert_one_sgd_update(trainer, lr, [(ids, x * (i + 1), y + i) for i in range(4)])
     kinds = trainer.gradient_types
     assert [kinds[v.name] for v in trainer.model.table.variables] == ["IndexedSlices"] * 2
 
