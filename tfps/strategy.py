@@ -180,10 +180,8 @@ def _grouped(variables: Iterable) -> list[tuple[str, list]]:
         base, sep, _ = parts[0].name.rpartition("/part_")
         if len(parts) == 1 and sep and groups and groups[-1][0] == base:
             groups[-1][1].extend(parts)
-        elif len(parts) > 1 or sep:
-            groups.append((base if sep else var.name, parts))
         else:
-            groups.append((var.name, parts))
+            groups.append((base if sep else var.name, parts))
     return groups
 
 
