@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: creates .venv if needed, installs tfps with its test extra,
-# then pytest. Extra arguments go to pytest (e.g. ./test.sh -m "not slow" -x).
+# Runs the test suite: creates .venv if needed, installs tfps with its test extra, then pytest.
+#
+#   ./test.sh                 every lane: unit (without TensorFlow), then integration + drills
+#   ./test.sh unit            the one-minute lane: pure tests, TensorFlow made impossible
+#   ./test.sh integration     in-process clusters;   ./test.sh drills: multi-process launches
+#   ./test.sh ARGS...         anything else goes to pytest as is (./test.sh -m "not slow" -x)
 set -euo pipefail
 cd "$(dirname "$0")"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
-if [ "$#" -eq 0 ]; then set -- tests; fi
-exec .venv/bin/python -m pytest -q "$@"
+
+unit() {  # stand-ins that raise on import shadow tensorflow, tf_keras and keras
+  TFPS_UNIT_LANE=1 PYTHONPATH="tests/unit/no_tensorflow${PYTHONPATH:+:$PYTHONPATH}" \
+    .venv/bin/python -m pytest -q tests/unit "$@"
+}
+case "${1:-all}" in
+  all) shift $(( $# > 0 ? 1 : 0 )); unit "$@"; exec .venv/bin/python -m pytest -q tests/integration tests/drills "$@" ;;
+  unit) shift; unit "$@" ;;
+  integration|drills) lane=$1; shift; exec .venv/bin/python -m pytest -q "tests/$lane" "$@" ;;
+  *) exec .venv/bin/python -m pytest -q "$@" ;;
+esac

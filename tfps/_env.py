@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import sys
 import warnings
 
+from tfps import _tf
 from tfps.errors import KerasBindingError, KerasBindingWarning
 
 # Variables tfps sets for every task it launches; the launcher's --dry-run shows them.
@@ -60,30 +60,17 @@ def check_versions() -> None:
 
 def tf_keras_is_keras3() -> bool:
     """True when `tf.keras` is already resolved to Keras 3 in this process."""
-    tf = sys.modules.get("tensorflow")
-    bound = getattr(tf, "__dict__", {}).get("keras") if tf is not None else None
-    if bound is None:
-        return False
-    state = getattr(bound, "__dict__", {})
-    if "_tfll_initialized" in state:  # still TF's KerasLazyLoader
-        return bool(state["_tfll_initialized"]) and state.get("_tfll_keras_version") == "keras_3"
-    # On first attribute access the loader replaces itself in `tf.__dict__` with the module it
-    # resolved to (`LazyLoader._load`): `keras._tf_keras.keras` for Keras 3, `tf_keras.api...`
-    # for tf_keras. An import statement (`from tensorflow.keras import x`) binds it too.
-    name = getattr(bound, "__name__", "")
-    return name == "keras" or name.startswith("keras.")
+    return _tf.keras_binding()[0] == "keras3"
 
 
 def tf_imported_with_keras3_paths() -> bool:
     """True when TensorFlow was imported while TF_USE_LEGACY_KERAS was unset.
 
     TensorFlow then routes import statements (``from tensorflow.keras import layers``) to
-    Keras 3 through the package ``__path__`` it built at import time
-    (``tensorflow/__init__.py``, ``_tf_uses_legacy_keras``), even if the variable is set later;
-    only attribute access (``tf.keras.layers``) still reads the variable lazily.
+    Keras 3 through the package ``__path__`` it built at import time, even if the variable is
+    set later; only attribute access (``tf.keras.layers``) still reads the variable lazily.
     """
-    tf = sys.modules.get("tensorflow")
-    return tf is not None and getattr(tf, "__dict__", {}).get("_tf_uses_legacy_keras") is False
+    return _tf.keras_binding()[1]
 
 
 def configure() -> None:

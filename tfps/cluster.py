@@ -9,7 +9,8 @@ A parameter-server cluster has four roles:
 
 A `Cluster` is built from a spec file (`Cluster.from_file`), from counts on loopback
 (`Cluster.local`), or from the environment an external engine sets up (`Cluster.from_env`:
-`TF_CONFIG` as Kubeflow writes it, or Slurm through TF's `SlurmClusterResolver`).
+`TF_CONFIG` as Kubeflow writes it, or a Slurm job step, `tfps.slurm`). Everything here is
+pure Python: the launcher and the task servers read clusters without importing TensorFlow.
 
 The evaluator runs no TF server, and a coordinator whose cluster lists one hangs waiting for it
 (tensorflow#46169), so `Cluster.tf_config` never shows the evaluator to chief, ps or worker.
@@ -26,24 +27,41 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
+import ipaddress
 import os
-import socket
+import re
 from typing import Any, Iterator, Mapping
 
+from tfps import slurm, specio, validate
 from tfps.errors import ClusterSpecError, ConfigError
+from tfps.ports import free_ports
 
-__all__ = ["Cluster", "TaskId", "ROLES", "task_from_env"]
+__all__ = ["Cluster", "TaskId", "ROLES", "free_ports", "is_loopback_host", "task_from_env"]
 
 ROLES = ("chief", "ps", "worker", "evaluator")
 # The roles that run a TF server and make up the cluster the coordinator connects to.
 TRAINING_ROLES = ("chief", "ps", "worker")
-# (min, max) tasks per role; None means unbounded.
+# (min, max) tasks per role; None means unbounded (a spec file is size-capped anyway).
 _ROLE_COUNTS = {"chief": (0, 1), "ps": (1, None), "worker": (1, None), "evaluator": (0, 1)}
-# SlurmClusterResolver's own default, kept so that `--emit slurm` and `from_env` agree.
-_SLURM_PORT_BASE = 8888
+# Most ps or workers `Cluster.local` puts on one machine: each is a process with a TF runtime.
+MAX_LOCAL_TASKS = 64
+# RFC 1123 host names (underscores too: some schedulers use them); at most 253 characters.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_PORT = re.compile(r"[0-9]{1,5}")
+_INDEX = re.compile(r"[0-9]{1,6}")
+_LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (``127.0.0.1``, ``[::1]``)."""
+    host = host.strip("[]")
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -65,39 +83,51 @@ class TaskId:
     @classmethod
     def parse(cls, text: str) -> "TaskId":
         """Parses ``"worker:1"`` or ``"chief"``; raises `ConfigError` naming the text."""
+        shown = validate.describe(text, 40)
         role, sep, index = str(text).partition(":")
         if role not in ROLES:
-            raise ConfigError(
-                f"task {text!r}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+            raise ConfigError(f"task {shown}: unknown role {validate.describe(role, 30)} "
+                              f"(expected one of {', '.join(ROLES)})")
         if not sep:
             return cls(role, 0)
+        if not _INDEX.fullmatch(index):  # ASCII digits only: int() takes '１' and '1_0' too
+            raise ConfigError(f"task {shown}: index {validate.describe(index, 20)} is not a "
+                              f"non-negative integer")
+        return cls(role, int(index))
+
+
+def _check_host(host: str) -> bool:
+    if host.startswith("["):
         try:
-            value = int(index)
+            return host.endswith("]") and ipaddress.ip_address(host[1:-1]).version == 6
         except ValueError:
-            value = -1
-        if value < 0:
-            raise ConfigError(f"task {text!r}: index {index!r} is not a non-negative integer")
-        return cls(role, value)
+            return False
+    if len(host) > 253:
+        return False
+    return all(_HOST_LABEL.fullmatch(label) for label in host.split("."))
 
 
-def _check_address(address: Any, field: str, source: str | None) -> str:
+def _check_address(address: Any, field: str, source: str | None) -> tuple[str, int]:
+    """``(host, port)`` of a valid ``host:port``; IPv6 hosts in brackets (``[::1]:2222``)."""
     if not isinstance(address, str):
-        raise ClusterSpecError(
-            f"{field}: expected a 'host:port' string, got {type(address).__name__} {address!r}",
-            source)
+        raise ClusterSpecError(f"{field}: expected a 'host:port' string, got "
+                               f"{type(address).__name__} {validate.describe(address)}", source)
+    shown = validate.describe(address, 60)
     host, sep, port = address.rpartition(":")
     if not sep:
-        raise ClusterSpecError(f"{field}: address {address!r} has no port (expected 'host:port')",
+        raise ClusterSpecError(f"{field}: address {shown} has no port (expected 'host:port')",
                                source)
     if not host.strip("[]").strip():
-        raise ClusterSpecError(f"{field}: empty host in address {address!r}", source)
-    try:
-        number = int(port)
-    except ValueError:
-        raise ClusterSpecError(f"{field}: port {port!r} is not an integer", source) from None
-    if not 1 <= number <= 65535:
-        raise ClusterSpecError(f"{field}: port {number} is out of range 1-65535", source)
-    return address
+        raise ClusterSpecError(f"{field}: empty host in address {shown}", source)
+    if not _PORT.fullmatch(port):
+        raise ClusterSpecError(f"{field}: port {validate.describe(port, 20)} is not an "
+                               f"integer", source)
+    if not 1 <= int(port) <= 65535:
+        raise ClusterSpecError(f"{field}: port {int(port)} is out of range 1-65535", source)
+    if not _check_host(host):
+        raise ClusterSpecError(f"{field}: host {validate.describe(host, 60)} is not a host name "
+                               f"or IP address (IPv6 goes in brackets: '[::1]:2222')", source)
+    return host, int(port)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +136,8 @@ class Cluster:
 
     Construct with `from_dict`, `from_file`, `local` or `from_env`; the constructor itself
     validates too. Raises `tfps.errors.ClusterSpecError` naming the field and the value.
+    Two tasks may not share an address, and loopback names are one host: ``localhost:2222``
+    and ``127.0.0.1:2222`` are the same address (TF would fail to bind the second).
     """
 
     chief: tuple[str, ...] = ()
@@ -115,13 +147,13 @@ class Cluster:
     source: str | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
-        seen: dict[str, str] = {}
+        seen: dict[tuple[str, int], str] = {}
         for role in ROLES:
             addresses = getattr(self, role)
             if isinstance(addresses, (str, bytes)) or not isinstance(addresses, (list, tuple)):
                 raise ClusterSpecError(
                     f"{role}: expected a list of 'host:port' strings, got "
-                    f"{type(addresses).__name__} {addresses!r}", self.source)
+                    f"{type(addresses).__name__} {validate.describe(addresses)}", self.source)
             object.__setattr__(self, role, tuple(addresses))
             low, high = _ROLE_COUNTS[role]
             if len(addresses) < low:
@@ -132,12 +164,13 @@ class Cluster:
                     f"{role}: at most {high} task allowed, got {len(addresses)}", self.source)
             for i, address in enumerate(addresses):
                 field = f"{role}[{i}]"
-                _check_address(address, field, self.source)
-                if address in seen:
-                    raise ClusterSpecError(
-                        f"{field}: address {address!r} is already used by {seen[address]}",
-                        self.source)
-                seen[address] = field
+                host, port = _check_address(address, field, self.source)
+                key = ("loopback" if is_loopback_host(host) else host.lower(), port)
+                if key in seen:
+                    same = "" if seen[key][1] == address else f" ({seen[key][1]!r}: same host)"
+                    raise ClusterSpecError(f"{field}: address {address!r} is already used by "
+                                           f"{seen[key][0]}{same}", self.source)
+                seen[key] = (field, address)
 
     # ----------------------------------------------------------------------------- builders
     @classmethod
@@ -145,39 +178,29 @@ class Cluster:
         """Builds a cluster from ``{"chief": [...], "ps": [...], "worker": [...]}``.
 
         A ``TF_CONFIG``-shaped dict (``{"cluster": {...}, "task": ...}``) is accepted too.
+        A role that is present must hold a list (``chief: false`` is an error, not "none").
         """
         if isinstance(spec, Mapping) and "cluster" in spec:
             spec = spec["cluster"]
         if not isinstance(spec, Mapping):
             raise ClusterSpecError(
                 f"expected a mapping of role to a list of 'host:port', got "
-                f"{type(spec).__name__} {spec!r}", source)
+                f"{type(spec).__name__} {validate.describe(spec)}", source)
         for role in spec:
             if role not in ROLES:
-                raise ClusterSpecError(
-                    f"unknown role {role!r} (expected one of {', '.join(ROLES)})", source)
-        return cls(**{role: spec.get(role) or () for role in ROLES}, source=source)
+                raise ClusterSpecError(f"unknown role {validate.describe(role, 40)} (expected "
+                                       f"one of {', '.join(ROLES)})", source)
+        return cls(**{role: spec.get(role, ()) for role in ROLES}, source=source)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "Cluster":
-        """Loads a YAML or JSON spec file (format: ``cluster_specs/README.md``)."""
-        import yaml  # only needed here; YAML is a superset of JSON
+        """Loads a YAML or JSON spec file (format: ``cluster_specs/README.md``).
 
+        The reader is bounded (`tfps.specio`): a regular file of at most 1 MiB, no duplicate
+        keys, no deep nesting, no alias expansion beyond a small budget.
+        """
         source = os.fspath(path)
-        try:
-            with open(source, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise ClusterSpecError(f"cannot read file: {e.strerror or e}", source) from None
-        except UnicodeDecodeError as e:
-            raise ClusterSpecError(f"cannot read file: not UTF-8 text (byte {e.start} is "
-                                   f"{e.object[e.start:e.start + 1]!r})", source) from None
-        try:
-            spec = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
-        except (ValueError, yaml.YAMLError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            kind = "JSON" if source.endswith(".json") else "YAML"
-            raise ClusterSpecError(f"not valid {kind}: {first}", source) from None
+        spec = specio.load_file(source)
         if spec is None:
             raise ClusterSpecError("file is empty", source)
         return cls.from_dict(spec, source=source)
@@ -191,13 +214,16 @@ class Cluster:
         >>> (c.num_ps, c.num_workers, len(c.chief))
         (1, 3, 1)
         """
-        for name, value, low in (("num_ps", num_ps, 1), ("num_workers", num_workers, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"Argument `{name}` must be an integer >= {low}. "
-                                  f"Received: {name}={value!r}")
-        counts = {"chief": int(bool(chief)), "ps": num_ps, "worker": num_workers,
-                  "evaluator": int(bool(evaluator))}
-        ports = iter(free_ports(sum(counts.values()), host))
+        validate.integer("num_ps", num_ps, low=1, high=MAX_LOCAL_TASKS)
+        validate.integer("num_workers", num_workers, low=1, high=MAX_LOCAL_TASKS)
+        validate.boolean("chief", chief)
+        validate.boolean("evaluator", evaluator)
+        counts = {"chief": int(chief), "ps": num_ps, "worker": num_workers,
+                  "evaluator": int(evaluator)}
+        try:
+            ports = iter(free_ports(sum(counts.values()), host))
+        except (OSError, TypeError, UnicodeError) as e:
+            raise validate.fail("host", host, f"a host name of this machine ({e})") from None
         return cls(**{role: tuple(f"{host}:{next(ports)}" for _ in range(n))
                       for role, n in counts.items()}, source="local")
 
@@ -222,7 +248,7 @@ class Cluster:
                 yield TaskId(role, i), address
 
     def address(self, task: TaskId | str) -> str:
-        task = self._check_task(task)
+        task = self.check_task(task)
         return getattr(self, task.type)[task.index]
 
     def as_dict(self, training_only: bool = False) -> dict[str, list[str]]:
@@ -238,14 +264,15 @@ class Cluster:
         included (as under Kubeflow), so its script can read the cluster's shape with
         `Cluster.from_env`; it starts no server and connects to nothing.
         """
-        task = self._check_task(TaskId(task_type, index))
+        task = self.check_task(TaskId(task_type, index))
         cluster = self.as_dict(training_only=task.type != "evaluator")
         return {"cluster": cluster, "task": {"type": task.type, "index": task.index}}
 
-    def _check_task(self, task: TaskId | str) -> TaskId:
+    def check_task(self, task: TaskId | str) -> TaskId:
+        """`task` as a `TaskId`, if the cluster has it; else `ConfigError` naming it."""
         task = TaskId.parse(task if isinstance(task, str) else str(task))
-        count = len(getattr(self, task.type, ())) if task.type in ROLES else 0
-        if task.type not in ROLES or not 0 <= task.index < count:
+        count = len(getattr(self, task.type))
+        if not 0 <= task.index < count:
             raise ConfigError(f"task '{task}' is not in the cluster "
                               f"(it has {count} {task.type} task{'s' if count != 1 else ''})")
         return task
@@ -258,17 +285,6 @@ class Cluster:
         return "\n".join(lines)
 
 
-def free_ports(count: int, host: str = "localhost") -> list[int]:
-    """``count`` distinct ports that are free on ``host`` right now (all held until chosen)."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind((socket.gethostbyname(host), 0))
-            ports.append(s.getsockname()[1])
-        return ports
-
-
 def task_from_env(environ: Mapping[str, str] | None = None) -> TaskId:
     """This process's task, from ``TF_CONFIG`` or Slurm (see `Cluster.from_env`)."""
     return _read_env(os.environ if environ is None else environ)[1]
@@ -278,107 +294,53 @@ def _read_env(environ: Mapping[str, str]) -> tuple[Cluster, TaskId]:
     if environ.get("TF_CONFIG"):
         return _read_tf_config(environ["TF_CONFIG"])
     if "SLURM_PROCID" in environ:
-        return _read_slurm(environ)
+        spec, (job, index) = slurm.read_step(environ)
+        cluster = Cluster.from_dict(spec, source="Slurm")
+        return cluster, cluster.check_task(TaskId(job, index))
     raise ClusterSpecError(
         "neither TF_CONFIG nor a Slurm job step (SLURM_PROCID) is set", "environment")
 
 
-def _read_tf_config(text: str) -> tuple[Cluster, TaskId]:
-    try:
-        config = json.loads(text)
-    except ValueError as e:
-        raise ClusterSpecError(f"not valid JSON: {e}", "TF_CONFIG") from None
-    if not isinstance(config, Mapping) or not isinstance(config.get("cluster"), Mapping):
-        raise ClusterSpecError(f"cluster: expected a mapping, got {config!r:.80}", "TF_CONFIG")
-    # Kubeflow's TFJob writes "environment": "cloud" too; it means nothing to PSS.
-    cluster = Cluster.from_dict(config["cluster"], source="TF_CONFIG")
+def _tf_config(text: str) -> Mapping:
+    config = specio.loads_json(text, "TF_CONFIG")
+    if not isinstance(config, Mapping):
+        raise ClusterSpecError(f"expected a JSON object, got {validate.describe(config)}",
+                               "TF_CONFIG")
+    return config
+
+
+def _task_of(config: Mapping) -> TaskId:
     task = config.get("task") or {}
     if not isinstance(task, Mapping) or "type" not in task:
-        raise ClusterSpecError(f"task: expected {{'type': ..., 'index': ...}}, got {task!r}",
-                               "TF_CONFIG")
+        raise ClusterSpecError(f"task: expected {{'type': ..., 'index': ...}}, got "
+                               f"{validate.describe(task)}", "TF_CONFIG")
+    index = task.get("index", 0)
+    # Kubeflow writes an integer; TF's resolver takes int(index), which would turn 0.9 into 0.
+    if isinstance(index, str) and _INDEX.fullmatch(index):
+        index = int(index)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 10**6:
+        raise ClusterSpecError(f"task: index must be an integer >= 0, got "
+                               f"{validate.describe(index, 40)}", "TF_CONFIG")
+    if task["type"] not in ROLES:
+        raise ClusterSpecError(f"task: unknown role {validate.describe(task['type'], 40)} "
+                               f"(expected one of {', '.join(ROLES)})", "TF_CONFIG")
+    return TaskId(task["type"], index)
+
+
+def tf_config_task(text: str) -> TaskId:
+    """The task a ``TF_CONFIG`` text names, checked for shape only (not against its cluster)."""
+    return _task_of(_tf_config(text))
+
+
+def _read_tf_config(text: str) -> tuple[Cluster, TaskId]:
+    config = _tf_config(text)
+    cluster_part = config.get("cluster")
+    if not isinstance(cluster_part, Mapping):
+        raise ClusterSpecError(f"cluster: expected a mapping, got "
+                               f"{validate.describe(cluster_part)}", "TF_CONFIG")
+    # Kubeflow's TFJob writes "environment": "cloud" too; it means nothing to PSS.
+    cluster = Cluster.from_dict(cluster_part, source="TF_CONFIG")
     try:
-        task_id = cluster._check_task(TaskId(str(task["type"]), int(task.get("index", 0))))
-    except (ValueError, TypeError) as e:
+        return cluster, cluster.check_task(_task_of(config))
+    except ConfigError as e:
         raise ClusterSpecError(f"task: {e}", "TF_CONFIG") from None
-    return cluster, task_id
-
-
-def slurm_jobs(num_tasks: int, num_ps: int) -> dict[str, int]:
-    """How tfps splits a Slurm step of ``num_tasks`` into chief (1), ps and workers.
-
-    Ranks go to jobs in sorted name order, as `SlurmClusterResolver` hands them out: rank 0 is
-    the chief, ranks ``1..num_ps`` the ps tasks, the rest workers.
-
-    >>> slurm_jobs(5, 2)
-    {'chief': 1, 'ps': 2, 'worker': 2}
-    """
-    num_workers = num_tasks - 1 - num_ps
-    if num_ps < 1 or num_workers < 1:
-        raise ClusterSpecError(
-            f"a step of {num_tasks} tasks cannot hold 1 chief, {num_ps} ps and at least 1 worker "
-            f"(TFPS_NUM_PS={num_ps})", "Slurm")
-    return {"chief": 1, "ps": num_ps, "worker": num_workers}
-
-
-def _read_slurm(environ: Mapping[str, str]) -> tuple[Cluster, TaskId]:
-    # TF's parsers of Slurm's compressed lists ('n[1-2],m5', '3(x2),2'); pure Python.
-    from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import (
-        expand_hostlist, expand_tasks_per_node)
-
-    def _get(name: str, fallback: str | None = None) -> str:
-        value = environ.get(name, environ.get(fallback) if fallback else None)
-        if value is None:
-            raise ClusterSpecError(f"{name} is not set (not inside a job step? run under srun)",
-                                   "Slurm")
-        return value
-
-    def _int(name: str, value: Any) -> int:
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ClusterSpecError(f"{name}: expected an integer, got {value!r}",
-                                   "Slurm") from None
-
-    rank = _int("SLURM_PROCID", _get("SLURM_PROCID"))
-    num_tasks = _int("SLURM_STEP_NUM_TASKS", _get("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"))
-    jobs = slurm_jobs(num_tasks, _int("TFPS_NUM_PS", environ.get("TFPS_NUM_PS", 1)))
-    port_base = _int("TFPS_PORT_BASE", environ.get("TFPS_PORT_BASE", _SLURM_PORT_BASE))
-    nodelist = _get("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST")
-    per_node_text = _get("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
-    try:
-        hosts = expand_hostlist(nodelist)
-        per_node = expand_tasks_per_node(per_node_text)
-    except ValueError as e:
-        raise ClusterSpecError(str(e), "Slurm") from None
-    if len(hosts) != len(per_node) or sum(per_node) != num_tasks:
-        raise ClusterSpecError(
-            f"SLURM_STEP_NODELIST={nodelist!r} ({len(hosts)} hosts) and "
-            f"SLURM_STEP_TASKS_PER_NODE={per_node_text!r} ({sum(per_node)} tasks on "
-            f"{len(per_node)} hosts) do not describe a step of {num_tasks} tasks", "Slurm")
-    # Ranks fill the hosts in Slurm's node-list order (srun's block distribution), port_base +
-    # local index on each host. SlurmClusterResolver.cluster_spec() instead walks the hosts
-    # *sorted by name* (`sorted(self._task_configuration.items())`), which for node[9-10] puts
-    # rank 0 on node10 while Slurm runs it on node9, and it lists no task at all on a host
-    # without GPUs (it steps through range(0, gpus_per_node, gpus_per_task)). So tfps uses the
-    # resolver's list parsers but places the ranks itself.
-    places = [(host, local) for host, n in zip(hosts, per_node) for local in range(n)]
-    addresses = [f"{host}:{port_base + local}" for host, local in places]
-    if not 0 <= rank < num_tasks:
-        raise ClusterSpecError(f"SLURM_PROCID={rank} is not in 0..{num_tasks - 1}", "Slurm")
-    # slurmd tells each task where it really runs: catch a cyclic or arbitrary distribution,
-    # which would give this task another task's address.
-    node, local = environ.get("SLURMD_NODENAME"), environ.get("SLURM_LOCALID")
-    host, expected_local = places[rank]
-    if (node is not None and node != host) or (
-            local is not None and local.isdigit() and int(local) != expected_local):
-        raise ClusterSpecError(
-            f"rank {rank} runs on {node} (local id {local}) but block distribution puts it on "
-            f"{host} (local id {expected_local}): run srun with --distribution=block", "Slurm")
-    spec, start = {}, 0
-    for job, count in jobs.items():
-        spec[job] = addresses[start:start + count]
-        if start <= rank < start + count:
-            task = TaskId(job, rank - start)
-        start += count
-    cluster = Cluster.from_dict(spec, source="Slurm")
-    return cluster, cluster._check_task(task)

@@ -20,6 +20,7 @@ __all__ = [
     "ConfigError",
     "KerasBindingError",
     "KerasBindingWarning",
+    "TensorFlowCompatibilityError",
 ]
 
 
@@ -51,3 +52,7 @@ class KerasBindingError(ImportError):
 
 class KerasBindingWarning(UserWarning):
     """`tf.keras` is bound to Keras 3; Keras `fit` under PSS will not work in this process."""
+
+
+class TensorFlowCompatibilityError(ImportError):
+    """The installed TensorFlow lacks an internal tfps relies on (see `tfps._tf`)."""

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from tfps import _tf
 from tfps.strategy import make_coordinator
 
 __all__ = ["ExactEvaluator", "reduce_sums"]
@@ -54,7 +55,7 @@ class ExactEvaluator:
         """Runs one evaluation; returns `reduce_sums` of the summed `eval_fn` outputs."""
         fn, data = self._closure_fn(), self._data()
         if not self._sized:  # the set's size, from a copy built here (no data is read)
-            import tensorflow as tf
+            tf = _tf.require()
             batches = int(self._dataset_fn(tf.distribute.InputContext()).cardinality())
             self.num_shards = min(self.num_shards, batches) if batches > 0 else self.num_shards
             self._sized = True
@@ -72,7 +73,7 @@ class ExactEvaluator:
         return self._per_worker
 
     def _closure_fn(self):
-        import tensorflow as tf
+        tf = _tf.require()
 
         if self._closure is not None:
             return self._closure

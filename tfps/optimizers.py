@@ -4,7 +4,7 @@ The rule: `tfps.Trainer` always applies updates with a **tf_keras legacy optimiz
 (`tf_keras.optimizers.legacy.*`, the `OptimizerV2` family). They create their slots beside each
 variable shard on its ps task and apply `IndexedSlices` gradients sparsely. Keras 3 optimizers
 keep their own `keras.Variable` state and know nothing of `ShardedVariable` or of
-ParameterServerStrategy (field notes), and tf_keras's newer optimizers are not the ones
+ParameterServerStrategy (docs/tensorflow-notes.md), and tf_keras's newer optimizers are not the ones
 tf_keras's own PSS `fit` path is tested with; so `as_ps_optimizer` converts any of them, by class
 name and config, into the legacy optimizer of the same name. A name (``"adam"``) works too.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 
+from tfps import _tf
 from tfps.errors import ConfigError
 
 __all__ = ["as_ps_optimizer"]
@@ -80,9 +81,9 @@ def as_ps_optimizer(optimizer, **kwargs):
     if unknown:
         raise ConfigError(f"Argument `optimizer` has settings the legacy {name} cannot take: "
                           f"{sorted(unknown)}. Received: optimizer={name}")
-    lr = getattr(optimizer, "_learning_rate", None)  # the schedule object, if any
-    if lr is not None and callable(lr) and hasattr(lr, "get_config"):
-        config["learning_rate"] = _as_tf_keras_schedule(lr)
+    schedule = _tf.keras3_schedule(optimizer)
+    if schedule is not None:
+        config["learning_rate"] = _as_tf_keras_schedule(schedule)
     config = {k: v for k, v in config.items() if k in _PORTABLE and v is not None}
     log.info("tfps: using tf_keras.optimizers.legacy.%s for %s (ps-capable)", name,
              type(optimizer).__module__)

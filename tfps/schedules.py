@@ -6,7 +6,7 @@ and that `tfps.Trainer` can call directly. The decays themselves are Keras's own
 (``tf_keras.optimizers.schedules``); tfps adds only what Keras lacks: a linear warm-up in
 front of any schedule, the inverse-square-root decay, a constant, and scaling by the number of
 workers. A learning rate computed from the step costs no RPC; one kept in a variable on a ps
-task becomes a hotspot (field notes).
+task becomes a hotspot (docs/tensorflow-notes.md, "Optimizer hyperparameters as variables").
 
 >>> from tfps import schedules
 >>> lr = schedules.get("cosine", initial_learning_rate=0.1, decay_steps=1000, warmup_steps=100)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import sys
 
-from tfps import _env
+from tfps import _cli, _env
 from tfps.cluster import Cluster, TaskId, task_from_env
 from tfps.errors import TfpsError
 
 _env.configure()
+
+_PROG = "tfps.server"
 
 
 class ServeError(TfpsError):
@@ -23,9 +25,11 @@ class ServeError(TfpsError):
 def serve(cluster: Cluster, task: TaskId) -> None:
     """Starts the TF server of `task` (a ps or worker task of `cluster`) and blocks forever."""
     if task.type not in ("ps", "worker"):
-        raise ValueError(f"only ps and worker tasks run a task server; got task '{task}'")
+        raise ServeError(f"only ps and worker tasks run a task server; got task '{task}'")
     cluster.address(task)  # raises if the task is not in the cluster
-    import tensorflow as tf  # after the checks: bad input costs no TF import
+    from tfps import _tf  # after the checks: bad input costs no TF import
+
+    tf = _tf.require()
     spec = tf.train.ClusterSpec(cluster.as_dict(training_only=True))
     try:
         server = tf.distribute.Server(spec, job_name=task.type, task_index=task.index,
@@ -39,23 +43,22 @@ def serve(cluster: Cluster, task: TaskId) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tfps.launch.cli import UsageError, _Parser
-
-    parser = _Parser(prog="python -m tfps.server", description=__doc__)
+    parser = _cli.Parser(prog=_PROG, description=__doc__)
     parser.add_argument("--spec", help="cluster spec file (default: TF_CONFIG or Slurm)")
     parser.add_argument("--task", help="task to serve, e.g. worker:1 (with --spec)")
     try:
         args = parser.parse_args(argv)
-        if args.spec:
-            if not args.task:
-                raise UsageError("--task is required with --spec")
+        if args.spec is not None:
+            if args.task is None:
+                raise _cli.UsageError("--task is required with --spec")
             cluster, task = Cluster.from_file(args.spec), TaskId.parse(args.task)
+        elif args.task is not None:
+            raise _cli.UsageError("--task needs --spec (the cluster the task belongs to)")
         else:
             cluster, task = Cluster.from_env(), task_from_env()
         serve(cluster, task)
-    except (ValueError, UsageError) as e:
-        print(f"tfps.server: error: {e}", file=sys.stderr)
-        return 2
+    except TfpsError as e:
+        return _cli.exit_on_error(_PROG, e)
     return 0
 
 

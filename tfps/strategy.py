@@ -24,7 +24,7 @@ import multiprocessing
 import os
 from typing import Iterable
 
-from tfps import _env
+from tfps import _env, _tf, validate
 from tfps.cluster import Cluster
 from tfps.errors import ConfigError
 
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # Below this size a shard costs more in per-RPC overhead than it saves in ps bandwidth.
 DEFAULT_MIN_SHARD_BYTES = 256 << 10
 
+# More ps tasks than any cluster has: a bound, so that a typo cannot ask TF for 10**9 shards.
+_MAX_PS = 100_000
+
 # Servers of in-process clusters: TF servers cannot be stopped, so they live as long as the
 # process; keeping references stops them being garbage-collected mid-training.
 _IN_PROCESS_SERVERS: list = []
@@ -51,15 +54,11 @@ _IN_PROCESS_SERVERS: list = []
 def make_partitioner(num_ps: int, min_shard_bytes: int = DEFAULT_MIN_SHARD_BYTES,
                      max_shards: int | None = None):
     """A `MinSizePartitioner`: shards >= `min_shard_bytes`, at most `max_shards` (default num_ps)."""
-    import tensorflow as tf
+    tf = _tf.require()
 
-    for name, value in (("num_ps", num_ps), ("min_shard_bytes", min_shard_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"Argument `{name}` must be a positive integer. "
-                              f"Received: {name}={value!r}")
-    if max_shards is not None and (not isinstance(max_shards, int) or max_shards < 1):
-        raise ConfigError(f"Argument `max_shards` must be a positive integer or None. "
-                          f"Received: max_shards={max_shards!r}")
+    validate.integer("num_ps", num_ps, low=1, high=_MAX_PS)
+    validate.integer("min_shard_bytes", min_shard_bytes, low=1, high=1 << 50)
+    validate.integer("max_shards", max_shards, low=1, high=_MAX_PS, allow_none=True)
     return tf.distribute.experimental.partitioners.MinSizePartitioner(
         min_shard_bytes=min_shard_bytes, max_shards=max_shards or num_ps)
 
@@ -70,7 +69,7 @@ def cluster_resolver(cluster: Cluster | None = None):
     Args:
       cluster: a `tfps.Cluster`; None reads it from the environment (`Cluster.from_env`).
     """
-    import tensorflow as tf
+    tf = _tf.require()
 
     cluster = Cluster.from_env() if cluster is None else cluster
     if not isinstance(cluster, Cluster):
@@ -97,7 +96,7 @@ def make_strategy(cluster=None, *, partitioner="auto",
     Returns:
       The strategy, already connected to the cluster.
     """
-    import tensorflow as tf
+    tf = _tf.require()
 
     os.environ.setdefault("GRPC_FAIL_FAST", _env.TASK_ENV["GRPC_FAIL_FAST"])
     if isinstance(cluster, tf.distribute.cluster_resolver.ClusterResolver):
@@ -116,11 +115,11 @@ def make_strategy(cluster=None, *, partitioner="auto",
 
 
 def make_coordinator(strategy):
-    """The `ClusterCoordinator` of `strategy` (one per strategy; repeated calls return it)."""
-    import tensorflow as tf
+    """The `ClusterCoordinator` of `strategy` (one per strategy: TF's constructor returns the
+    strategy's existing coordinator when there is one, cluster_coordinator.py `__new__`)."""
+    tf = _tf.require()
 
-    existing = getattr(strategy, "_cluster_coordinator", None)
-    return existing or tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+    return tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
 
 
 def _worker_inter_op_threads(num_workers: int) -> int:
@@ -153,7 +152,7 @@ def in_process_cluster(num_ps: int = 2, num_workers: int = 2):
     >>> sorted(resolver.cluster_spec().as_dict())
     ['ps', 'worker']
     """
-    import tensorflow as tf
+    tf = _tf.require()
 
     cluster = Cluster.local(num_ps=num_ps, num_workers=num_workers, chief=False)
     spec = tf.train.ClusterSpec(cluster.as_dict(training_only=True))
@@ -166,7 +165,7 @@ def in_process_cluster(num_ps: int = 2, num_workers: int = 2):
     return tf.distribute.cluster_resolver.SimpleClusterResolver(spec, rpc_layer="grpc")
 
 
-def _parts(variable) -> list:
+def shards(variable) -> list:
     """A ShardedVariable's shards (gradients must be taken per shard), or [variable]."""
     return list(getattr(variable, "variables", None) or [variable])
 
@@ -176,7 +175,7 @@ def _grouped(variables: Iterable) -> list[tuple[str, list]]:
     (``emb/part_0:0``, ``emb/part_1:0``); consecutive parts are put back together."""
     groups: list[tuple[str, list]] = []
     for var in variables:
-        parts = _parts(var)
+        parts = shards(var)
         base, sep, _ = parts[0].name.rpartition("/part_")
         if len(parts) == 1 and sep and groups and groups[-1][0] == base:
             groups[-1][1].extend(parts)

@@ -2,6 +2,6 @@
 
 import sys
 
-from tfps.launch.cli import main
+from tfps.launch.entry import main
 
 sys.exit(main())

@@ -1,7 +1,8 @@
 """The ``tfps-launch`` command line: ``parser -> parse -> config_from_args -> run -> main``.
 
-Everything but `run` is pure and unit-tested; `run` enters the private network namespace, checks
-the ports and hands the planned tasks to the `Supervisor`.
+Everything but `run` is pure and unit-tested; `run` enters the private namespaces, checks the
+ports and hands the planned tasks to the `Supervisor`. ``--emit`` and ``--doctor`` go through
+the same `config_from_args` (`tfps.launch.config`), so they refuse the same bad input.
 
     tfps-launch --num-ps 2 --num-workers 2 examples/linear_regression.py --train_steps 400
     tfps-launch --spec cluster.yaml --task worker:1 train.py     # one task per host
@@ -12,101 +13,74 @@ the ports and hands the planned tasks to the `Supervisor`.
 from __future__ import annotations
 
 import argparse
-import math
-import dataclasses
-import errno
-import os
-import socket
+import signal
 import sys
 from typing import Sequence
 
-from tfps.cluster import Cluster, TaskId, task_from_env
+from tfps import _cli
 from tfps.errors import ConfigError, TfpsError
-from tfps.launch import doctor, emit, netns
-from tfps.launch.logs import Output, default_log_dir
-from tfps.launch.plan import SCRIPT_ROLES, Fault, TaskPlan, label, parse_fault, plan_tasks
-from tfps.launch.supervisor import Supervisor
+from tfps.launch import config as _config
+from tfps.launch.config import (DEFAULT_NUM_PS, DEFAULT_NUM_WORKERS, DoctorConfig, EmitConfig,
+                                LaunchConfig, UsageError, config_from_args)
+from tfps.launch.plan import TaskPlan, plan_tasks
 
-__all__ = ["LaunchConfig", "config_from_args", "main", "parse", "parser", "plan", "run"]
+__all__ = ["LaunchConfig", "UsageError", "config_from_args", "main", "parse", "parser",
+           "plan", "run"]
 
 PROG = "tfps-launch"
-# Defaults of the all-local cluster (also what --emit/--doctor see when not given).
-_DEFAULT_NUM_PS = 2
-_DEFAULT_NUM_WORKERS = 2
-
-
-class UsageError(TfpsError):
-    """Bad command line: printed as ``tfps-launch: error: ...``, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print the usage too: keep errors to one line
-        raise UsageError(message)
-
-
-def _int_at_least(low: int):
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
-        return value
-    return convert
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < math.inf:  # also refuses nan and inf (the end would never come)
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
+# Upper bounds of the numeric flags: what fits a machine (or a cluster, for --emit counts).
+_MAX_COUNT = 10_000
+_MAX_GPUS = 64
+_MAX_RESTARTS = 10_000
+_MAX_GRACE_S = 3600.0
 
 
 def parser() -> argparse.ArgumentParser:
-    """The argument parser, flags grouped by topic."""
-    p = _Parser(prog=PROG, allow_abbrev=False,
-                usage="%(prog)s [options] SCRIPT [SCRIPT_ARGS...]",
-                description="Bring a parameter-server cluster up, supervise it, bring it down. "
-                            "ps and worker tasks run the tfps task server; the chief (and "
-                            "evaluator) run SCRIPT with TF_CONFIG set.")
+    """The argument parser, flags grouped by topic. Every default is None, so that
+    `config_from_args` can tell a flag that was given from one that was not."""
+    p = _cli.Parser(prog=PROG, allow_abbrev=False,
+                    usage="%(prog)s [options] SCRIPT [SCRIPT_ARGS...]",
+                    description="Bring a parameter-server cluster up, supervise it, bring it "
+                                "down. ps and worker tasks run the tfps task server; the chief "
+                                "(and evaluator) run SCRIPT with TF_CONFIG set.")
+    count = _cli.int_in(1, _MAX_COUNT)
     g = p.add_argument_group("cluster (default: all tasks on this machine)")
-    g.add_argument("--num-ps", type=_int_at_least(1), metavar="N",
-                   help=f"ps tasks of the local cluster (default {_DEFAULT_NUM_PS})")
-    g.add_argument("--num-workers", type=_int_at_least(1), metavar="M",
-                   help=f"worker tasks of the local cluster (default {_DEFAULT_NUM_WORKERS})")
-    g.add_argument("--evaluator", action="store_true",
+    g.add_argument("--num-ps", type=count, metavar="N",
+                   help=f"ps tasks of the local cluster (default {DEFAULT_NUM_PS})")
+    g.add_argument("--num-workers", type=count, metavar="M",
+                   help=f"worker tasks of the local cluster (default {DEFAULT_NUM_WORKERS})")
+    g.add_argument("--evaluator", action="store_true", default=None,
                    help="add a side-car evaluator task to the local cluster (runs SCRIPT)")
     g.add_argument("--spec", metavar="FILE", help="cluster spec file (YAML or JSON)")
     g.add_argument("--task", metavar="TASK",
                    help="with --spec: run only this task here, e.g. worker:1 or chief")
-    g.add_argument("--from-env", action="store_true",
+    g.add_argument("--from-env", action="store_true", default=None,
                    help="run the one task that TF_CONFIG (Kubeflow) or Slurm describes")
     g = p.add_argument_group("resources")
-    g.add_argument("--gpus-per-worker", type=_int_at_least(0), default=0, metavar="G",
+    g.add_argument("--gpus-per-worker", type=_cli.int_in(0, _MAX_GPUS), metavar="G",
                    help="give each worker its own G GPUs (CUDA_VISIBLE_DEVICES); ps, chief "
                         "and evaluator get none (default 0: leave CUDA_VISIBLE_DEVICES alone)")
     g = p.add_argument_group("network")
-    g.add_argument("--network", choices=("private", "host"), default="private",
+    g.add_argument("--network", choices=("private", "host"),
                    help="all-local clusters run in a private network namespace (loopback "
                         "only) unless 'host' (default: private)")
     g = p.add_argument_group("output")
     g.add_argument("--log-dir", metavar="DIR",
                    help="one log file per task (default: tfps_logs/<date>-<time>-<pid>)")
-    g.add_argument("--verbose", action="store_true", help="keep TF's C++ INFO/WARNING logs")
-    g.add_argument("--dry-run", action="store_true",
+    g.add_argument("--verbose", action="store_true", default=None,
+                   help="keep TF's C++ INFO/WARNING logs")
+    g.add_argument("--dry-run", action="store_true", default=None,
                    help="print each task's TF_CONFIG, command and env as JSON; start nothing")
     g = p.add_argument_group("fault tolerance")
-    g.add_argument("--max-restarts", type=_int_at_least(0), default=3, metavar="R",
-                   help="restart events allowed (default 3; 0: end the cluster on the "
-                        "first failure)")
-    g.add_argument("--grace-period", type=_positive_float, default=5.0, metavar="S",
-                   help="seconds between SIGTERM and SIGKILL when ending a task (default 5)")
-    g.add_argument("--inject-fault", action="append", default=[], metavar="TASK@TIME",
+    g.add_argument("--max-restarts", type=_cli.int_in(0, _MAX_RESTARTS), metavar="R",
+                   help=f"restart events allowed (default {_config.DEFAULT_MAX_RESTARTS}; 0: "
+                        f"end the cluster on the first failure)")
+    g.add_argument("--grace-period", type=_cli.seconds_in(_MAX_GRACE_S), metavar="S",
+                   help="seconds between SIGTERM and SIGKILL when ending a task (default "
+                        f"{_config.DEFAULT_GRACE_PERIOD:g})")
+    g.add_argument("--inject-fault", action="append", metavar="TASK@TIME",
                    help="SIGKILL TASK at TIME after start, e.g. worker:0@30s (repeatable)")
+    from tfps.launch import doctor, emit  # noqa: PLC0415 - their flags, not their work
     emit.add_arguments(p)
     doctor.add_arguments(p)
     p.add_argument("script", nargs="?", metavar="SCRIPT",
@@ -117,105 +91,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parses `argv`; counts not given get their defaults (``num_ps_given`` tells which)."""
-    args = parser().parse_args(argv)
-    args.num_ps_given = args.num_ps is not None
-    args.num_workers_given = args.num_workers is not None
-    if args.num_ps is None:
-        args.num_ps = _DEFAULT_NUM_PS
-    if args.num_workers is None:
-        args.num_workers = _DEFAULT_NUM_WORKERS
-    return args
-
-
-@dataclasses.dataclass(frozen=True)
-class LaunchConfig:
-    """A validated launch: the cluster, which of its tasks run here, and how."""
-
-    cluster: Cluster
-    tasks: tuple[TaskId, ...]  # the tasks this launcher runs
-    script: str
-    script_args: tuple[str, ...] = ()
-    one_per_host: bool = False  # --task / --from-env: this launcher runs one task
-    gpus_per_worker: int = 0
-    private_network: bool = True
-    log_dir: str | None = None
-    verbose: bool = False
-    dry_run: bool = False
-    max_restarts: int = 3
-    grace_period: float = 5.0
-    faults: tuple[Fault, ...] = ()
-
-
-def _conflicts(args, mode: str, names: Sequence[str]) -> None:
-    given = {"--num-ps": args.num_ps_given, "--num-workers": args.num_workers_given,
-             "--evaluator": args.evaluator, "--spec": bool(args.spec),
-             "--task": bool(args.task)}
-    for name in names:
-        if given[name]:
-            raise UsageError(f"{name} cannot be combined with {mode}")
-
-
-def config_from_args(args: argparse.Namespace) -> LaunchConfig:
-    """Validates `args` into a `LaunchConfig`; raises `TfpsError` (exit 2) naming the problem."""
-    if not args.script:
-        raise UsageError("missing SCRIPT (the program the chief runs)")
-    if args.from_env:
-        _conflicts(args, "--from-env",
-                   ("--spec", "--task", "--num-ps", "--num-workers", "--evaluator"))
-        cluster = Cluster.from_env()
-        tasks = (task_from_env(),)
-    elif args.spec:
-        _conflicts(args, "--spec (the spec lists the tasks)",
-                   ("--num-ps", "--num-workers", "--evaluator"))
-        cluster = Cluster.from_file(args.spec)
-        if args.task:
-            task = TaskId.parse(args.task)
-            try:
-                cluster.address(task)
-            except ConfigError as e:
-                raise ConfigError(f"cluster spec {args.spec}: {e}") from None
-            tasks = (task,)
-        else:
-            tasks = tuple(t for t, _ in cluster.tasks())
-    else:
-        if args.task:
-            raise UsageError("--task needs --spec (the cluster the task belongs to)")
-        cluster = Cluster.local(num_ps=args.num_ps, num_workers=args.num_workers,
-                                evaluator=args.evaluator)
-        tasks = tuple(t for t, _ in cluster.tasks())
-    if any(t.type in SCRIPT_ROLES for t in tasks):
-        _check_script(args.script)
-    one_per_host = bool(args.from_env or args.task)
-    # One task per host must be reachable from the other hosts: always the host network.
-    private = args.network == "private" and not one_per_host
-    if private:
-        for task, address in cluster.tasks():
-            host = address.rpartition(":")[0]
-            if not netns.is_loopback_host(host):
-                raise ConfigError(
-                    f"cluster spec {cluster.source}: {task.type}[{task.index}]: host {host!r} "
-                    f"is not a loopback address, but a private network namespace only has "
-                    f"loopback (use --network host, or --task to run one task per host)")
-    faults = tuple(parse_fault(text) for text in args.inject_fault)
-    for fault in faults:
-        if fault.task not in tasks:
-            raise ConfigError(f"--inject-fault {fault}: {label(fault.task)} does not run "
-                              f"here (this launcher runs {', '.join(map(label, tasks))})")
-    return LaunchConfig(
-        cluster=cluster, tasks=tasks, script=args.script,
-        script_args=tuple(args.script_args), one_per_host=one_per_host,
-        gpus_per_worker=args.gpus_per_worker, private_network=private,
-        log_dir=args.log_dir, verbose=args.verbose, dry_run=args.dry_run,
-        max_restarts=args.max_restarts, grace_period=args.grace_period, faults=faults)
-
-
-def _check_script(script: str) -> None:
-    if not os.path.isfile(script):
-        raise UsageError(f"script {script!r}: no such file")
-    if not script.endswith(".py") and not os.access(script, os.X_OK):
-        raise UsageError(f"script {script!r}: not executable (only .py files run under "
-                         f"Python)")
+    """Parses `argv`; flags not given are None (`tfps.launch.config` applies the defaults)."""
+    return parser().parse_args(argv)
 
 
 def plan(config: LaunchConfig) -> list[TaskPlan]:
@@ -227,36 +104,28 @@ def plan(config: LaunchConfig) -> list[TaskPlan]:
 
 def _check_ports(plans: Sequence[TaskPlan]) -> None:
     """Every port a task here will listen on must be free (TF binds it on all interfaces)."""
+    from tfps.ports import port_in_use
+
     for p in plans:
         if p.task.type == "evaluator":  # runs no server
             continue
         port = int(p.address.rpartition(":")[2])
-        for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-            try:
-                s = socket.socket(family, socket.SOCK_STREAM)
-            except OSError:
-                continue  # no IPv6 here
-            with s:
-                # REUSEADDR: a port in TIME_WAIT (a task just restarted) is not "in use".
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                try:
-                    s.bind((host, port))
-                except OSError as e:
-                    if family == socket.AF_INET6 and e.errno != errno.EADDRINUSE:
-                        continue  # IPv6 disabled: nothing can listen there either
-                    raise ConfigError(f"{p.label}: port {port} ({p.address}) is already in "
-                                      f"use on this host") from None
+        if port_in_use(port):
+            raise ConfigError(f"{p.label}: port {port} ({p.address}) is already in use on "
+                              f"this host")
 
 
-def run(config: LaunchConfig) -> int:
+def run(config: LaunchConfig, early_signals: list | None = None) -> int:
     """Starts the planned tasks and supervises them; returns the launcher's exit code."""
+    from tfps.launch import namespaces
+    from tfps.launch.logs import Output, default_log_dir
+    from tfps.launch.supervisor import Supervisor
+
     plans = plan(config)
     reason = None
     if config.private_network:
         # Before any thread or child exists: the namespace is inherited by every task.
-        reason = netns.enter_private_network()
+        reason = namespaces.enter_private_network()
         if reason:
             print(f"{PROG}: warning: {reason}; the cluster's ports are open on all "
                   f"interfaces (--network host silences this)", file=sys.stderr)
@@ -266,31 +135,48 @@ def run(config: LaunchConfig) -> int:
         output = Output(log_dir, verbose=config.verbose)
     except OSError as e:
         raise ConfigError(f"--log-dir {log_dir}: {e.strerror or e}") from None
+    # Still single-threaded (Output starts its threads per task): the PID namespace's reaper
+    # is forked here. Without one, only the tasks' process groups are ended (README).
+    pids = namespaces.PidNamespace()
+    pid_reason = pids.enter()
     network = ("a private network namespace (loopback only)" if config.private_network
                and not reason else "the host network")
     output.event(f"{len(plans)} task{'s' if len(plans) != 1 else ''} in {network}; "
                  f"logs in {output.log_dir}")
-    return Supervisor(plans, output, max_restarts=config.max_restarts,
-                      grace_period=config.grace_period, faults=config.faults).run()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tfps-launch``; returns the exit code."""
+    if pid_reason:
+        output.log_only(f"no PID namespace ({pid_reason}): a task's descendants that leave "
+                        f"its process group are not ended with the cluster")
     try:
-        args = parse(argv)
-        if getattr(args, "emit", None):
-            return emit.run(args)
-        if getattr(args, "doctor", False):
-            return doctor.run(args)
-        config = config_from_args(args)
+        return Supervisor(plans, output, max_restarts=config.max_restarts,
+                          grace_period=config.grace_period, faults=config.faults,
+                          early_signals=early_signals).run()
+    finally:
+        pids.close()
+
+
+def main(argv: Sequence[str] | None = None, early_signals: list | None = None) -> int:
+    """Entry point of ``tfps-launch``; returns the exit code (2 for any bad input)."""
+    try:
+        config = config_from_args(parse(argv))
+        if early_signals:
+            name = signal.Signals(early_signals[0]).name
+            print(f"{PROG}: got {name} before anything started; nothing was started",
+                  file=sys.stderr, flush=True)
+            return 128 + early_signals[0]
+        if isinstance(config, EmitConfig):
+            from tfps.launch import emit
+            print(emit.render(config), end="")
+            return 0
+        if isinstance(config, DoctorConfig):
+            from tfps.launch import doctor
+            return doctor.run(config)
         if config.dry_run:
             for task_plan in plan(config):
                 print(task_plan.to_json())
             return 0
-        return run(config)
+        return run(config, early_signals)
     except TfpsError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return _cli.exit_on_error(PROG, e)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ The checks are pure functions returning `Check` records, so they are testable wi
 >>> c = Cluster.from_dict({"chief": ["localhost:1"], "ps": ["localhost:2"],
 ...                        "worker": ["no-such-host.invalid:3"]})
 >>> [ch.status for ch in check_addresses(c)]
-['fail']
+['FAIL']
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ import re
 import socket
 from typing import Iterable, Sequence
 
+from tfps import policy
 from tfps.cluster import Cluster
+from tfps.launch.config import DoctorConfig
+from tfps.ports import port_in_use
 from tfps.errors import ConfigError
 from tfps.strategy import DEFAULT_MIN_SHARD_BYTES
 
@@ -43,13 +46,8 @@ _RESOLVE_TIMEOUT_S = 10.0
 # A ps needs room beyond its variables: checkpoint saves serialize a copy of each shard and
 # gRPC buffers the values in flight. Half its memory for variables leaves that room.
 _PS_MEMORY_FRACTION = 0.5
-# Steps per closure: each `schedule` costs a coordinator <-> worker round trip; measured on
-# 2 cores (FIELD-NOTES, raw PSS), a linear model ran ~250 steps/s with 1 step per closure,
-# ~700 with 10, ~1000 with 100. 10 amortizes the round trip for most models; small models
-# (below this size) step faster than the round trip and want 100.
-_SMALL_MODEL_BYTES = 1 << 20
-_STEPS_PER_CLOSURE = 10
-_STEPS_PER_CLOSURE_SMALL = 100
+# More than any model: a bound that keeps the arithmetic finite.
+_MAX_BYTES = 1 << 50
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
           "gb": 10**9, "t": 10**12, "tb": 10**12, "ki": 1 << 10, "kib": 1 << 10,
@@ -82,11 +80,11 @@ def parse_bytes(text: str | int, flag: str = "--model-bytes") -> int:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
         unit = m.group(2).lower() if m else None
         if not m or unit not in _UNITS:
-            raise ConfigError(f"{flag}: cannot parse {text!r} (expected bytes such as "
+            raise ConfigError(f"{flag}: cannot parse {str(text)[:40]!r} (expected bytes such as "
                               f"123456789, 500MB or 2GiB)")
         value = float(m.group(1)) * _UNITS[unit]
-    if value < 1:
-        raise ConfigError(f"{flag}: must be at least 1 byte, got {text!r}")
+    if not 1 <= value <= _MAX_BYTES:
+        raise ConfigError(f"{flag}: must be between 1 byte and 1 PiB, got {str(text)[:40]!r}")
     return int(value)
 
 
@@ -180,18 +178,6 @@ def _is_local(ip: str) -> bool:
         return False
 
 
-def _port_free(port: int) -> str | None:
-    """None if `port` can be bound on all interfaces (as TF binds it), else the reason."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # TF's gRPC sets SO_REUSEADDR too: a port in TIME_WAIT is usable, a listener is not.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError as e:
-            return e.strerror or str(e)
-    return None
-
-
 def check_ports(cluster: Cluster, timeout: float = _RESOLVE_TIMEOUT_S,
                 resolved: dict | None = None) -> list[Check]:
     """Ports of the tasks on this host must be free, and no two of them may share one.
@@ -219,7 +205,7 @@ def check_ports(cluster: Cluster, timeout: float = _RESOLVE_TIMEOUT_S,
         by_port[port] = f"{task} {address}"
         if task.type == "evaluator":
             continue  # runs no server
-        reason = _port_free(port)
+        reason = port_in_use(port)
         if reason:
             problems.append(f"{task} {address}: port {port} is not free ({reason})")
     if problems:
@@ -278,10 +264,12 @@ def recommendations(*, num_ps: int, num_workers: int, model_bytes: int | None,
                    f"tfps.make_strategy's default); a variable of V bytes is split into "
                    f"min({best}, V / 256 KiB) shards, about {human_bytes(model_bytes / best)} "
                    f"per ps for this model")
-    small = model_bytes is not None and model_bytes < _SMALL_MODEL_BYTES
-    steps = _STEPS_PER_CLOSURE_SMALL if small else _STEPS_PER_CLOSURE
-    out.append(f"steps per closure: {steps} (each closure is one coordinator round trip; "
-               f"{'a model this small steps faster than that' if small else 'raise it while steps/s keeps improving'})")
+    out.append(f"steps per closure: leave tfps.Trainer to measure it at start (the smallest "
+               f"count with scheduling under {policy.PACKING_OVERHEAD:.0%} of a closure, "
+               f"closures under ~{policy.MAX_CLOSURE_SECONDS:g} s); for Keras fit use "
+               f"steps_per_execution=tfps.keras.steps_per_execution(steps_per_epoch, "
+               f"{num_workers or 1}) (e.g. "
+               f"{policy.steps_per_execution(1000, max(num_workers, 1))} for 1000 steps/epoch)")
     if num_workers and num_ps > num_workers:
         out.append(f"workers: {_n(num_workers, 'worker')} for {num_ps} ps; ps only serve, so "
                    f"more workers than ps is usual")
@@ -320,7 +308,7 @@ def format_report(results: Sequence[Check], recs: Sequence[str], title: str) -> 
 # ------------------------------------------------------------------------------ CLI
 def add_arguments(parser) -> None:
     group = parser.add_argument_group("preflight")
-    group.add_argument("--doctor", action="store_true",
+    group.add_argument("--doctor", action="store_true", default=None,
                        help="check versions, the spec's addresses and ports, and the ps count "
                             "against --model-bytes; print recommendations and exit (1 if a "
                             "check fails)")
@@ -330,27 +318,22 @@ def add_arguments(parser) -> None:
                        help="doctor: memory of one ps host (default: this host's)")
 
 
-def run(args) -> int:
+def run(config: DoctorConfig) -> int:
     """Runs every check and prints the report; 0 if none failed, 1 otherwise."""
-    model_bytes = (parse_bytes(args.model_bytes) if getattr(args, "model_bytes", None)
-                   else None)
-    ps_memory = (parse_bytes(args.ps_memory, "--ps-memory") if getattr(args, "ps_memory", None)
+    model_bytes = parse_bytes(config.model_bytes) if config.model_bytes is not None else None
+    ps_memory = (parse_bytes(config.ps_memory, "--ps-memory") if config.ps_memory is not None
                  else host_memory_bytes())
-    spec = getattr(args, "spec", None)
-    if spec:
-        cluster = Cluster.from_file(spec)
-        num_ps, num_workers = cluster.num_ps, cluster.num_workers
-        title = (f"cluster spec {spec} (" + ", ".join(
+    cluster = config.cluster
+    if cluster is not None:
+        title = (f"cluster spec {config.spec} (" + ", ".join(
             _n(len(getattr(cluster, r)), r) for r in ("chief", "ps", "worker", "evaluator")
             if getattr(cluster, r)) + ")")
     else:
-        cluster = None
-        num_ps = getattr(args, "num_ps", None) or 1
-        num_workers = getattr(args, "num_workers", None) or 1
-        title = f"{num_ps} ps, {_n(num_workers, 'worker')} (no --spec: addresses not checked)"
-    results = checks(cluster, num_ps=num_ps, model_bytes=model_bytes,
+        title = (f"{config.num_ps} ps, {_n(config.num_workers, 'worker')} (no --spec: "
+                 f"addresses not checked)")
+    results = checks(cluster, num_ps=config.num_ps, model_bytes=model_bytes,
                      ps_memory_bytes=ps_memory)
-    recs = recommendations(num_ps=num_ps, num_workers=num_workers, model_bytes=model_bytes,
-                           ps_memory_bytes=ps_memory)
+    recs = recommendations(num_ps=config.num_ps, num_workers=config.num_workers,
+                           model_bytes=model_bytes, ps_memory_bytes=ps_memory)
     print(format_report(results, recs, title), end="")
     return 1 if any(c.failed for c in results) else 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-import threading
+import selectors
 import time
 from typing import IO
 
@@ -22,6 +22,10 @@ __all__ = ["Output", "default_log_dir", "log_file_name"]
 # terminal (log files keep everything).
 _NOISE = re.compile(rb"WARNING: All log messages before absl::InitializeLog\(\) is called"
                     rb"|cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine")
+
+
+# Bytes read from a task's pipe at a time.
+_CHUNK = 1 << 16
 
 
 def default_log_dir() -> str:
@@ -35,7 +39,13 @@ def log_file_name(label: str) -> str:
 
 
 class Output:
-    """Serializes all lines written by the launcher and its pump threads."""
+    """All lines of the launcher and its tasks, from one thread.
+
+    Task output is read with a selector in the supervisor's own loop (`poll`), not by threads:
+    the launcher's tasks may live in a PID namespace of their own, and a process whose
+    children go to another PID namespace cannot start threads (clone(CLONE_THREAD) fails
+    with EINVAL once ``unshare(CLONE_NEWPID)`` has run).
+    """
 
     def __init__(self, log_dir: str, out: IO[str] | None = None, err: IO[str] | None = None,
                  verbose: bool = False):
@@ -44,9 +54,8 @@ class Output:
         os.makedirs(log_dir, exist_ok=True)
         self._out = out or sys.stdout
         self._err = err or sys.stderr
-        self._lock = threading.Lock()
         self._launcher_log = open(os.path.join(log_dir, "launcher.log"), "a", encoding="utf-8")
-        self._pumps: list[threading.Thread] = []
+        self._selector = selectors.DefaultSelector()
 
     def event(self, message: str) -> None:
         """One launcher line (several for a multi-line message), on stderr and launcher.log."""
@@ -55,9 +64,12 @@ class Output:
             lines[0] = f"tfps-launch: {lines[0]}"
         text = "\n".join(lines)
         stamp = time.strftime("%H:%M:%S ")
-        with self._lock:
-            _safe_write(self._err, text + "\n")
-            _safe_write(self._launcher_log, "".join(stamp + l + "\n" for l in text.splitlines()))
+        _safe_write(self._err, text + "\n")
+        _safe_write(self._launcher_log, "".join(stamp + l + "\n" for l in text.splitlines()))
+
+    def log_only(self, message: str) -> None:
+        """A launcher line for launcher.log only (not the terminal)."""
+        _safe_write(self._launcher_log, f"{time.strftime('%H:%M:%S ')}tfps-launch: {message}\n")
 
     def open_task_log(self, label: str, header: str | None = None) -> IO[bytes]:
         f = open(os.path.join(self.log_dir, log_file_name(label)), "ab")
@@ -67,39 +79,69 @@ class Output:
         return f
 
     def pump(self, stream: IO[bytes], label: str, log: IO[bytes]) -> None:
-        """Copies `stream` (a task's merged output) line by line until EOF, in a thread."""
-        thread = threading.Thread(target=self._pump, args=(stream, f"[{label}] ", log),
-                                  name=f"tfps-pump-{label}", daemon=True)
-        thread.start()
-        self._pumps.append(thread)
+        """Copies `stream` (a task's merged output) line by line until EOF, from `poll`."""
+        os.set_blocking(stream.fileno(), False)
+        self._selector.register(stream, selectors.EVENT_READ,
+                                _Stream(stream, f"[{label}] ".encode(), log))
 
-    def _pump(self, stream: IO[bytes], prefix: str, log: IO[bytes]) -> None:
+    def poll(self, timeout: float) -> None:
+        """Copies whatever task output arrives within `timeout` seconds (sleeps otherwise)."""
+        if not self._selector.get_map():
+            time.sleep(timeout)
+            return
+        for key, _ in self._selector.select(timeout):
+            self._read(key.data)
+
+    def wait(self, seconds: float) -> None:
+        """Copies task output for `seconds` (a `poll` that does not return early)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.poll(left)
+
+    def _read(self, s: "_Stream") -> None:
         try:
-            for line in iter(stream.readline, b""):
-                if not line.endswith(b"\n"):
-                    line += b"\n"
-                try:
-                    log.write(line)
-                    log.flush()
-                except (OSError, ValueError):
-                    pass
-                if not self._verbose and _NOISE.search(line):
-                    continue
-                with self._lock:
-                    _safe_write(self._out, prefix + line.decode("utf-8", "replace"))
-        finally:
-            stream.close()
-            log.close()
+            chunk = os.read(s.stream.fileno(), _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            *lines, s.partial = (s.partial + chunk).split(b"\n")
+            for line in lines:
+                self._line(s, line + b"\n")
+            return
+        if s.partial:  # EOF: the last line had no newline
+            self._line(s, s.partial + b"\n")
+        self._selector.unregister(s.stream)
+        s.stream.close()
+        s.log.close()
+
+    def _line(self, s: "_Stream", line: bytes) -> None:
+        try:
+            s.log.write(line)
+            s.log.flush()
+        except (OSError, ValueError):
+            pass
+        if not self._verbose and _NOISE.search(line):
+            return
+        _safe_write(self._out, (s.prefix + line).decode("utf-8", "replace"))
 
     def drain(self, timeout: float = 5.0) -> None:
-        """Waits for the pumps to copy what is left (their tasks are already dead)."""
+        """Copies what is left of every task's output (their tasks are already dead)."""
         deadline = time.monotonic() + timeout
-        for thread in self._pumps:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        while self._selector.get_map() and time.monotonic() < deadline:
+            self.poll(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def close(self) -> None:
-        with self._lock:
-            self._launcher_log.close()
+        self._launcher_log.close()
+
+
+class _Stream:
+    """A task's output pipe, the prefix of its lines, its log file, and a partial line."""
+
+    def __init__(self, stream: IO[bytes], prefix: bytes, log: IO[bytes]):
+        self.stream, self.prefix, self.log = stream, prefix, log
+        self.partial = b""
 
 
 def _safe_write(stream: IO[str], text: str) -> None:

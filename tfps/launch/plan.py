@@ -122,7 +122,10 @@ class Fault:
         return f"{label(self.task)}@{self.at:g}s"
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ms|s|m)?$")
+# ASCII digits only (`\d` also matches other scripts' digits, which float() then accepts).
+_DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})(ms|s|m)?")
+# A fault later than this is a typo: a drill is minutes long.
+_MAX_FAULT_S = 7 * 24 * 3600
 _UNIT_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}
 
 
@@ -135,8 +138,9 @@ def parse_fault(text: str) -> Fault:
     120.0
     """
     task_text, sep, when = text.partition("@")
-    match = _DURATION.match(when.strip())
-    if not sep or not match:
-        raise ConfigError(f"--inject-fault {text!r}: expected TASK@TIME, e.g. worker:0@30s")
-    return Fault(TaskId.parse(task_text.strip()),
-                 float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    match = _DURATION.fullmatch(when)
+    at = float(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else -1.0
+    if not sep or not 0 <= at <= _MAX_FAULT_S:
+        raise ConfigError(f"--inject-fault {text[:60]!r}: expected TASK@TIME with TIME at most "
+                          f"7 days, e.g. worker:0@30s")
+    return Fault(TaskId.parse(task_text), at)

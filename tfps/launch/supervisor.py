@@ -3,7 +3,9 @@
 Every task runs in its own session (``start_new_session=True``), so its process group id is its
 pid and everything it starts is ended with it (``killpg``), never by name. Each task also gets
 ``PR_SET_PDEATHSIG=SIGKILL``: if the launcher itself is killed with SIGKILL (the one signal it
-cannot handle), the kernel kills its tasks.
+cannot handle), the kernel kills its tasks; and the launcher runs its tasks in a PID namespace
+of their own where it may (`tfps.launch.namespaces.PidNamespace`), so that the kernel then
+kills their descendants too.
 
 Ending tasks: SIGTERM to each process group, up to ``grace_period`` seconds, then SIGKILL. SIGINT,
 SIGTERM and SIGHUP to the launcher end the whole cluster that way and the launcher exits
@@ -15,10 +17,10 @@ What a death means and what is restarted is decided by `tfps.launch.failures.dec
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Sequence
@@ -27,6 +29,7 @@ from tfps.cluster import TaskId
 from tfps.errors import TfpsError
 from tfps.launch.failures import (EXIT_FAILED, Death, Failure, decide, describe_exit,
                                   failure_table)
+from tfps.launch import namespaces
 from tfps.launch.logs import Output
 from tfps.launch.plan import Fault, TaskPlan, label
 
@@ -39,18 +42,26 @@ _SETTLE_S = 0.5
 # After SIGKILL a process is gone at once unless stuck in the kernel; don't wait forever.
 _KILL_WAIT_S = 5.0
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# From <sys/prctl.h>.
-_PR_SET_PDEATHSIG = 1
-# Resolved once in the parent: the child must not dlopen between fork and exec.
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_PRCTL = _LIBC.prctl
 
 
-def _child_setup(parent_pid: int) -> None:
-    """Runs in the child between fork and exec: die with the launcher."""
-    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the launcher died before prctl took effect
-        os._exit(1)
+def _death_signal_setup():
+    """A ``preexec_fn`` that makes each task die with the launcher, or None off Linux.
+
+    libc is loaded here, in the parent: the child must not dlopen between fork and exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent_pid = os.getpid()
+
+    def child_setup() -> None:
+        namespaces.set_death_signal(libc)
+        # The launcher died before the death signal was armed: the child has been reparented.
+        # (In the launcher's PID namespace the parent shows as 0: it is outside.)
+        if os.getppid() not in (parent_pid, 0):
+            os._exit(1)
+
+    return child_setup
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -86,10 +97,13 @@ class Supervisor:
       max_restarts: restart events allowed in total; 0 ends the cluster at the first failure.
       grace_period: seconds between SIGTERM and SIGKILL when ending a task.
       faults: ``--inject-fault`` entries (SIGKILL a task at a time after start).
+      early_signals: signals the launcher got before the supervisor existed (the entry
+        point records them); the cluster is then ended before any task starts.
     """
 
     def __init__(self, plans: Sequence[TaskPlan], output: Output, *, max_restarts: int = 3,
-                 grace_period: float = 5.0, faults: Sequence[Fault] = ()):
+                 grace_period: float = 5.0, faults: Sequence[Fault] = (),
+                 early_signals: Sequence[int] | None = None):
         order = {"ps": 0, "worker": 1, "chief": 2, "evaluator": 3}
         self._tasks = sorted((_Task(p) for p in plans),
                              key=lambda t: (order[t.plan.task.type], t.plan.task.index))
@@ -105,11 +119,15 @@ class Supervisor:
         self._stopping = False
         self._force = False
         self._force_reported = False
+        self._early = early_signals if early_signals is not None else []
+        self._child_setup = _death_signal_setup()
 
     # ------------------------------------------------------------------------------- public
     def run(self) -> int:
         """Runs the cluster to its end; returns the launcher's exit code."""
         saved = self._install_signal_handlers()
+        if self._early and self._stop_signal is None:
+            self._stop_signal = self._early[0]
         code = EXIT_FAILED
         try:
             self._t0 = time.monotonic()
@@ -161,8 +179,7 @@ class Supervisor:
             task.proc = subprocess.Popen(
                 task.plan.command, env={**os.environ, **task.plan.env},
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=functools.partial(_child_setup, os.getpid()))
+                start_new_session=True, preexec_fn=self._child_setup)
         except OSError as e:
             log.close()
             raise TfpsError(f"cannot start {task.label} ({' '.join(task.plan.command)}): "
@@ -182,7 +199,7 @@ class Supervisor:
         while not self._force and time.monotonic() < deadline:
             if all(t.proc.poll() is not None for t in live):
                 break
-            time.sleep(_POLL_S)
+            self._out.poll(_POLL_S)
         if self._force and not self._force_reported:
             self._force_reported = True
             self._out.event("second signal: killing every task now (SIGKILL)")
@@ -212,7 +229,7 @@ class Supervisor:
             if any(d.task.type == "chief" and d.returncode > 0 for d in deaths):
                 # A chief failing because a ps died may exit just before the launcher sees
                 # that ps dead; look again so the ps, not the chief, is the root cause.
-                time.sleep(_SETTLE_S)
+                self._out.wait(_SETTLE_S)
                 deaths += self._collect_deaths()
             if deaths:
                 code = self._handle(deaths)
@@ -220,7 +237,7 @@ class Supervisor:
                     return code
             if not any(t.running for t in self._tasks):
                 return 0  # e.g. only an evaluator, which finished
-            time.sleep(_POLL_S)
+            self._out.poll(_POLL_S)
 
     def _collect_deaths(self) -> list[Death]:
         deaths = []

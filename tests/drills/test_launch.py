@@ -8,7 +8,6 @@ each, every pid the launcher printed must be gone.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -19,11 +18,8 @@ import time
 
 import pytest
 
-from conftest import REPO, assert_all_dead, result_line, task_env
-from tfps.cluster import TaskId, free_ports
-from tfps.launch import cli
-from tfps.launch.failures import Death, Failure, decide, describe_exit, failure_table
-from tfps.launch.plan import gpu_devices, parse_fault
+from conftest import REPO, assert_all_dead, pid_alive, result_line, task_env
+from tfps.cluster import free_ports
 
 EXAMPLE = os.path.join(REPO, "examples", "linear_regression.py")
 LAUNCH = [sys.executable, "-m", "tfps.launch"]
@@ -67,167 +63,23 @@ def small(*args):
     return ("--num-ps", "1", "--num-workers", "1", *args)
 
 
-# ------------------------------------------------------------------------------ plan (pure)
-def dry_run(*args, env=None) -> list[dict]:
-    out = subprocess.run([*LAUNCH, "--dry-run", *args], cwd=REPO, capture_output=True,
-                         text=True, env=env or task_env(), timeout=60)
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines()]
-
-
-def test_dry_run_default_cluster_has_five_tasks_distinct_ports_and_tf_configs():
-    plans = dry_run(EXAMPLE)
-    assert [p["task"] for p in plans] == ["chief", "ps:0", "ps:1", "worker:0", "worker:1"]
-    cluster = plans[0]["tf_config"]["cluster"]
-    addresses = [a for role in ("chief", "ps", "worker") for a in cluster[role]]
-    assert len(set(a.rsplit(":", 1)[1] for a in addresses)) == 5
-    for p in plans:
-        task = TaskId.parse(p["task"])
-        assert p["tf_config"] == {"cluster": cluster,
-                                  "task": {"type": task.type, "index": task.index}}
-        assert json.loads(p["env"]["TF_CONFIG"]) == p["tf_config"]
-        assert p["env"]["GRPC_FAIL_FAST"] == "use_caller"
-        assert p["env"]["TF_USE_LEGACY_KERAS"] == "1"
-        assert p["env"]["TF_CPP_MIN_LOG_LEVEL"] == "2"
-        assert "CUDA_VISIBLE_DEVICES" not in p["env"]
-    assert plans[0]["command"] == [sys.executable, EXAMPLE]
-    assert plans[1]["command"] == [sys.executable, "-m", "tfps.server"]
-
-
-def test_dry_run_gpus_per_worker_gives_each_worker_its_own_devices():
-    plans = {p["task"]: p["env"] for p in dry_run("--gpus-per-worker", "1", EXAMPLE)}
-    assert plans["worker:0"]["CUDA_VISIBLE_DEVICES"] == "0"
-    assert plans["worker:1"]["CUDA_VISIBLE_DEVICES"] == "1"
-    for task in ("chief", "ps:0", "ps:1"):
-        assert plans[task]["CUDA_VISIBLE_DEVICES"] == ""
-
-
-def test_dry_run_verbose_evaluator_and_script_args():
-    plans = dry_run("--verbose", "--evaluator", EXAMPLE, "--train_steps", "5")
-    evaluator = plans[-1]
-    assert evaluator["task"] == "evaluator"
-    assert evaluator["tf_config"]["task"] == {"type": "evaluator", "index": 0}
-    assert evaluator["tf_config"]["cluster"] == dict(plans[0]["tf_config"]["cluster"],
-                                                     evaluator=[evaluator["tf_config"]
-                                                                ["cluster"]["evaluator"][0]])
-    assert "evaluator" not in plans[0]["tf_config"]["cluster"]  # chief/ps/worker never see it
-    assert all("evaluator" not in p["tf_config"]["cluster"] for p in plans[:-1])
-    assert plans[0]["command"][-2:] == ["--train_steps", "5"]
-    assert all("TF_CPP_MIN_LOG_LEVEL" not in p["env"] for p in plans)
-
-
-def test_dry_run_from_env_strips_the_evaluator_kubeflow_lists():
-    cluster = {"chief": ["c:2222"], "evaluator": ["e:2222"], "ps": ["p:2222"],
-               "worker": ["w:2222"]}
-    tf_config = json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0},
-                            "environment": "cloud"})
-    [plan] = dry_run("--from-env", "--gpus-per-worker", "2", EXAMPLE,
-                     env=dict(task_env(), TF_CONFIG=tf_config))
-    assert plan["tf_config"]["cluster"] == {"chief": ["c:2222"], "ps": ["p:2222"],
-                                            "worker": ["w:2222"]}
-    worker_env = dict(task_env(), TF_CONFIG=tf_config.replace('"chief", "index"',
-                                                              '"worker", "index"'))
-    [worker] = dry_run("--from-env", "--gpus-per-worker", "2", EXAMPLE, env=worker_env)
-    assert worker["env"]["CUDA_VISIBLE_DEVICES"] == "0,1"  # one task per host: its own GPUs
-
-
-def test_gpu_devices_rule():
-    worker1 = TaskId("worker", 1)
-    assert gpu_devices(worker1, 0, False) is None
-    assert gpu_devices(worker1, 2, False) == "2,3"
-    assert gpu_devices(worker1, 2, True) == "0,1"
-    assert gpu_devices(TaskId("ps", 0), 2, False) == ""
-
-
-def test_parse_fault():
-    assert parse_fault("worker:0@30s").at == 30.0
-    assert parse_fault("ps:1@500ms").at == 0.5
-    assert parse_fault("chief@2").task == TaskId("chief", 0)
-
-
-@pytest.mark.parametrize("deaths, action, code, restart", [
-    ([("chief", 0)], "finish", 0, []),
-    ([("chief", 3)], "finish", 3, []),
-    ([("chief", -9)], "restart", 0, ["chief:0"]),
-    ([("worker", -9)], "restart", 0, ["worker:0"]),
-    ([("ps", -9)], "restart", 0, ["ps:0", "chief:0"]),
-    ([("ps", -9), ("chief", 1)], "restart", 0, ["ps:0", "chief:0"]),  # chief failed because
-    ([("evaluator", 0)], "continue", 0, []),
-    ([("evaluator", 1)], "restart", 0, ["evaluator:0"]),
-], ids=["chief-ok", "chief-exit-code", "chief-signal", "worker", "ps", "ps-and-chief",
-        "evaluator-done", "evaluator-failed"])
-def test_decide_rule(deaths, action, code, restart):
-    decision = decide([Death(TaskId(t), rc) for t, rc in deaths])
-    assert (decision.action, decision.code) == (action, code)
-    assert [str(t) for t in decision.restart] == restart
-
-
-def test_failure_table_marks_the_first_failure_as_root_cause():
-    table = failure_table([Failure(TaskId("ps", 0), 11, -9, 1.0, True),
-                           Failure(TaskId("chief"), 12, 3, 2.0)])
-    lines = table.splitlines()
-    assert "ps:0" in lines[2] and "SIGKILL" in lines[2] and lines[2].endswith("<- root cause")
-    assert "chief" in lines[3] and "exit code 3" in lines[3] and "root" not in lines[3]
-    assert describe_exit(-15) == "SIGTERM"
-
-
-def test_config_from_args_for_emit_and_doctor_keeps_defaults():
-    args = cli.parse(["--evaluator", "x.py", "--a"])
-    assert (args.num_ps, args.num_workers, args.script, args.script_args) == (2, 2, "x.py",
-                                                                            ["--a"])
-    for name in ("spec", "evaluator", "gpus_per_worker", "verbose", "task", "from_env",
-                 "emit", "doctor"):
-        assert hasattr(args, name)
-
-
-# ------------------------------------------------------------------------------- bad input
+# ------------------------------------------------------------------------------- real processes
 def _spec(tmp_path, text, name="spec.yaml"):
     path = tmp_path / name
     path.write_text(text)
     return str(path)
 
 
-def _bytes(tmp, data: bytes) -> str:
-    path = tmp / "binary.yaml"
-    path.write_bytes(data)
-    return str(path)
-
-
-BAD_INPUT = {
-    "unknown-flag": (lambda tmp: ["--bogus", EXAMPLE], "unrecognized arguments: --bogus"),
-    "zero-count": (lambda tmp: ["--num-workers", "0", EXAMPLE], "--num-workers: expected"),
-    "non-integer-count": (lambda tmp: ["--num-ps", "two", EXAMPLE], "got 'two'"),
-    "no-script": (lambda tmp: ["--num-ps", "1"], "missing SCRIPT"),
-    "missing-script": (lambda tmp: ["no_such_script.py"], "'no_such_script.py': no such file"),
-    "unreadable-spec": (lambda tmp: ["--spec", str(tmp / "absent.yaml"), EXAMPLE],
-                        "cannot read file"),
-    "invalid-spec": (lambda tmp: ["--spec", _spec(tmp, "chief: [localhost:1]\nps: [localhost:2, "
-                                                  "localhost:abc]\nworker: [localhost:3]\n"),
-                                  EXAMPLE], "ps[1]: port 'abc' is not an integer"),
-    "task-not-in-spec": (lambda tmp: ["--spec", _spec(tmp, "ps: [localhost:2]\nworker: "
-                                                      "[localhost:3]\n"), "--task", "worker:4",
-                                      EXAMPLE], "task 'worker:4' is not in the cluster"),
-    "bad-fault": (lambda tmp: ["--inject-fault", "worker:7@1s", EXAMPLE], "does not run here"),
-    "infinite-grace": (lambda tmp: ["--grace-period", "inf", EXAMPLE], "got 'inf'"),
-    "undecodable-spec": (lambda tmp: ["--spec", _bytes(tmp, b"\xff\xfe"), EXAMPLE],
-                         "not UTF-8 text"),
-    "spec-with-counts": (lambda tmp: ["--spec", _spec(tmp, "ps: [localhost:2]\nworker: "
-                                                      "[localhost:3]\n"), "--num-ps", "1",
-                                      EXAMPLE], "--num-ps cannot be combined with --spec"),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_is_one_line_exit_2_and_starts_nothing(case, tmp_path):
-    make_args, expected = BAD_INPUT[case]
+def test_bad_input_through_the_real_executable_is_one_line_exit_2(tmp_path):
+    """The console script itself (not just `main`): exit 2, one line, nothing started."""
     logs = tmp_path / "logs"
-    out = subprocess.run([*LAUNCH, "--log-dir", str(logs), *make_args(tmp_path)], cwd=REPO,
-                         capture_output=True, text=True, env=task_env(), timeout=60)
+    out = subprocess.run([*LAUNCH, "--log-dir", str(logs), "--num-ps", "1_0", EXAMPLE],
+                         cwd=REPO, capture_output=True, text=True, env=task_env(), timeout=60)
     assert out.returncode == 2, out
     assert out.stdout == ""
-    [line] = out.stderr.splitlines()
-    assert line.startswith("tfps-launch: error: ") and expected in line, line
-    assert not logs.exists()  # nothing was started
+    assert out.stderr.splitlines() == [
+        "tfps-launch: error: argument --num-ps: expected an integer in [1, 10000], got '1_0'"]
+    assert not logs.exists()
 
 
 @pytest.mark.parametrize("network", ["task", "host"])
@@ -319,6 +171,45 @@ def test_second_sigint_kills_at_once(launch, chief_script):
     assert time.monotonic() - started < 5
     assert "killing every task now (SIGKILL)" in run.output
     assert_all_dead([pid for _, pid in run.started()])
+
+
+# A chief that starts a grandchild in a session of its own (out of reach of any process-group
+# kill), which writes its pid as this host sees it (/proc/self is the host's procfs).
+ESCAPING_CHIEF = textwrap.dedent("""
+    import subprocess, sys, time
+    pidfile = sys.argv[1]
+    subprocess.Popen([sys.executable, "-c",
+                      "import os, time; open(%r, 'w').write(os.readlink('/proc/self')); "
+                      "time.sleep(1000)" % pidfile], start_new_session=True)
+    print("chief: started an escaping child", flush=True)
+    time.sleep(600)
+""")
+
+
+@pytest.mark.parametrize("how", ["launcher-sigkill", "normal-end"])
+def test_processes_that_leave_their_group_end_with_the_cluster(how, launch, tmp_path):
+    script = tmp_path / "escaping.py"
+    script.write_text(ESCAPING_CHIEF if how == "launcher-sigkill" else
+                      ESCAPING_CHIEF.replace("time.sleep(600)", "time.sleep(3)"))
+    pidfile = tmp_path / "grandchild.pid"
+    run = launch(*small(str(script), str(pidfile)))
+    run.wait_for(r"^\[chief\] chief: started an escaping child")
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, run.output
+        time.sleep(0.1)
+    grandchild = int(pidfile.read_text())
+    assert pid_alive(grandchild)
+    try:
+        if how == "launcher-sigkill":
+            run.proc.send_signal(signal.SIGKILL)
+            run.wait(30)
+        else:
+            assert run.wait(60) == 0, run.output
+        assert_all_dead([grandchild, *(pid for _, pid in run.started())], timeout=10)
+    finally:
+        if pid_alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------------ network namespace
@@ -437,16 +328,3 @@ def test_drill_chief_killed_mid_run_resumes_from_checkpoint(launch, tmp_path):
     assert "restarting chief (restart 1/3)" in run.output
     assert "[chief] restored" in run.output
     assert "[evaluator] eval: step=" in run.output  # the side-car scored checkpoints
-
-
-def test_netns_falls_back_with_a_reason_when_namespaces_are_forbidden(monkeypatch):
-    import errno
-    from tfps.launch import netns
-    entered = []
-    monkeypatch.setattr(netns, "_probe", lambda user_namespace: errno.EPERM)
-    monkeypatch.setattr(netns, "_enter", entered.append)
-    assert netns.enter_private_network() == (
-        "cannot create a network namespace: Operation not permitted")
-    assert entered == []  # this process stays where it was
-    assert netns.is_loopback_host("localhost") and netns.is_loopback_host("[::1]")
-    assert not netns.is_loopback_host("host-a.example.internal")

@@ -12,7 +12,7 @@ import tfps
 from tfps import errors
 from tfps.cluster import TaskId, task_from_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO  # noqa: E402
 SPECS = sorted(glob.glob(os.path.join(REPO, "cluster_specs", "*.yaml"))
                + glob.glob(os.path.join(REPO, "cluster_specs", "*.json")))
 GOOD = {"chief": ["h0:2222"], "ps": ["h1:2222", "h2:2222"], "worker": ["h3:2222"]}

@@ -8,7 +8,7 @@ pod or Slurm task would start it (``tfps-launch --from-env SCRIPT ...``).
   that starts the step's tasks with Slurm's variables (SLURM_PROCID, SLURM_STEP_NUM_TASKS,
   SLURM_STEP_NODELIST, SLURM_STEP_TASKS_PER_NODE, SLURM_LOCALID, SLURMD_NODENAME) and, like
   ``srun --wait``, kills what is left of the step once the first task has exited. No
-  ``scontrol`` is needed: TF expands node lists itself (``expand_hostlist``).
+  ``scontrol`` is needed: tfps expands node lists itself (`tfps.slurm`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ import time
 import pytest
 
 from conftest import TF_ENV, communicate, result_line
-from tfps import errors
-from tfps.cluster import Cluster, _read_slurm, free_ports, slurm_jobs
-from tfps.launch import emit
+from tfps.cluster import free_ports
+from tfps.launch import sbatch, tfjob
 
 LAUNCHER = os.path.join(os.path.dirname(sys.executable), "tfps-launch")
 _CHIEF_TIMEOUT_S = 150
@@ -99,10 +98,10 @@ def test_tfjob_pods_train_to_completion_with_kubeflow_tf_config(procs, tmp_path,
                "ps": [f"localhost:{ports[2]}"],
                "worker": [f"localhost:{ports[3]}", f"localhost:{ports[4]}"]}
     # Each pod runs the container command of the emitted manifest.
-    [tfjob, _] = emit.tfjob_manifest(name="t", image="img", script=train_script,
-                                     script_args=["20"], num_ps=1, num_workers=2,
-                                     evaluator=True)
-    command = tfjob["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0][
+    [job, _] = tfjob.tfjob_manifest(name="t", image="img", script=train_script,
+                                    script_args=["20"], num_ps=1, num_workers=2,
+                                    evaluator=True)
+    command = job["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0][
         "command"]
     argv = [LAUNCHER, *command[1:]]
     pods = {}
@@ -245,7 +244,7 @@ def test_slurm_sbatch_script_trains_to_completion(procs, tmp_path, train_script,
     bin_dir, pidfile = fake_srun
     num_ps, num_workers = 1, 1
     base = consecutive_free_ports(1 + num_ps + num_workers)
-    script = emit.sbatch_script(script=train_script, script_args=["20"], num_ps=num_ps,
+    script = sbatch.sbatch_script(script=train_script, script_args=["20"], num_ps=num_ps,
                                 num_workers=num_workers, evaluator=True, port_base=base,
                                 stop_grace_s=3)
     (tmp_path / "job.sbatch").write_text(script)
@@ -271,68 +270,3 @@ def test_slurm_sbatch_script_trains_to_completion(procs, tmp_path, train_script,
     while live_processes(groups) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not live_processes(groups)
-
-
-# ---- Slurm environment -> cluster (pure) ---------------------------------------------------
-def slurm_env(rank: int, nodelist: str, per_node: str, num_tasks: int, **extra) -> dict:
-    return {"SLURM_PROCID": str(rank), "SLURM_STEP_NUM_TASKS": str(num_tasks),
-            "SLURM_STEP_NODELIST": nodelist, "SLURM_STEP_TASKS_PER_NODE": per_node, **extra}
-
-
-def test_slurm_ranks_fill_nodes_in_slurm_order():
-    # Slurm's block distribution puts ranks 0-1 on node9 and 2-3 on node10. (TF's
-    # SlurmClusterResolver sorts the hosts by name and would put rank 0 on node10.)
-    seen = {}
-    for rank in range(4):
-        cluster, task = _read_slurm(slurm_env(rank, "node[9-10]", "2(x2)", 4,
-                                              TFPS_NUM_PS="1", TFPS_PORT_BASE="7000"))
-        seen[rank] = (str(task), cluster.address(task))
-    assert seen == {0: ("chief:0", "node9:7000"), 1: ("ps:0", "node9:7001"),
-                    2: ("worker:0", "node10:7000"), 3: ("worker:1", "node10:7001")}
-    assert cluster == Cluster.from_dict({"chief": ["node9:7000"], "ps": ["node9:7001"],
-                                         "worker": ["node10:7000", "node10:7001"]})
-
-
-def test_slurm_uneven_nodes_and_default_port():
-    cluster, task = _read_slurm(slurm_env(4, "a1,b[01-02]", "3,1(x2)", 5, TFPS_NUM_PS="2"))
-    assert cluster.as_dict() == {"chief": ["a1:8888"], "ps": ["a1:8889", "a1:8890"],
-                                 "worker": ["b01:8888", "b02:8888"]}
-    assert str(task) == "worker:1"
-
-
-def test_slurm_errors_name_the_variable():
-    with pytest.raises(errors.ClusterSpecError, match=r"Slurm: a step of 2 tasks cannot hold "
-                                                      r"1 chief, 1 ps and at least 1 worker"):
-        _read_slurm(slurm_env(0, "n1", "2", 2))
-    with pytest.raises(errors.ClusterSpecError, match=r"TFPS_NUM_PS: expected an integer, "
-                                                      r"got 'two'"):
-        _read_slurm(slurm_env(0, "n1", "4", 4, TFPS_NUM_PS="two"))
-    with pytest.raises(errors.ClusterSpecError, match=r"SLURM_STEP_NODELIST='n\[1-2\]' \(2 "
-                                                      r"hosts\) and SLURM_STEP_TASKS_PER_NODE="
-                                                      r"'4' .* do not describe a step of 4"):
-        _read_slurm(slurm_env(0, "n[1-2]", "4", 4))
-    # A task that is not where block distribution puts it (srun --distribution=cyclic).
-    with pytest.raises(errors.ClusterSpecError, match=r"rank 1 runs on n2 \(local id 0\) but "
-                                                      r"block distribution puts it on n1"):
-        _read_slurm(slurm_env(1, "n[1-2]", "2(x2)", 4, SLURMD_NODENAME="n2",
-                              SLURM_LOCALID="0"))
-    with pytest.raises(errors.ClusterSpecError, match="SLURM_STEP_NODELIST is not set"):
-        _read_slurm({"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "3"})
-    assert slurm_jobs(6, 2) == {"chief": 1, "ps": 2, "worker": 3}
-
-
-def test_slurm_evaluator_tf_config_lists_the_training_step_and_itself():
-    config = json.loads(emit.slurm_evaluator_tf_config({
-        "SLURM_NTASKS": "4", "SLURM_JOB_NODELIST": "gpu[01-02]",
-        "SLURM_TASKS_PER_NODE": "2(x2)", "TFPS_NUM_PS": "1", "TFPS_PORT_BASE": "9000"}))
-    assert config["task"] == {"type": "evaluator", "index": 0}
-    cluster = config.pop("cluster")
-    assert cluster.pop("evaluator") == [f"{socket.gethostname()}:9004"]
-    assert cluster == {"chief": ["gpu01:9000"], "ps": ["gpu01:9001"],
-                       "worker": ["gpu02:9000", "gpu02:9001"]}
-
-
-def test_slurm_bad_hostlist_is_a_cluster_spec_error():
-    with pytest.raises(errors.ClusterSpecError, match=r"Slurm: Invalid hostlist format "
-                                                      r"\"n\[1-\""):
-        _read_slurm(slurm_env(0, "n[1-", "3", 3))

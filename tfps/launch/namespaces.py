@@ -1,4 +1,7 @@
-"""A private network namespace for an all-local cluster: only loopback, invisible from outside.
+"""Linux namespaces for the launcher's tasks: a private network, and a PID namespace.
+
+**Network.** An all-local cluster runs in a network namespace with only loopback, invisible
+from outside.
 
 TF's gRPC servers listen on ``0.0.0.0:PORT`` with no authentication, whatever host the spec
 names, so anyone who can reach a port can run arbitrary TF ops in that task. When every task
@@ -12,6 +15,13 @@ Without ``CAP_SYS_ADMIN`` it tries an unprivileged user namespace as well
 (``CLONE_NEWUSER | CLONE_NEWNET``, the current uid/gid mapped to themselves, as
 ``unshare --net --map-current-user`` does). Both are first tried in a forked probe so that a half
 success never strands the launcher in a namespace without loopback.
+
+**Processes.** `PidNamespace` puts every task in a new PID namespace whose init is a tiny
+reaper forked by the launcher, with ``PR_SET_PDEATHSIG=SIGKILL``. If the launcher is killed
+(even by SIGKILL), the reaper dies, and the kernel kills *every* process of the namespace: a
+task's descendants too, even those that left the task's process group or session (a daemon, a
+``setsid`` child), which killing process groups cannot reach. Where namespaces are not allowed,
+tasks run in the launcher's PID namespace and only the process groups are covered.
 """
 
 from __future__ import annotations
@@ -19,17 +29,23 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import ipaddress
 import os
 import socket
 import struct
+import signal
 import sys
+import time
 
-__all__ = ["enter_private_network", "is_loopback_host"]
+from tfps.cluster import is_loopback_host
+
+__all__ = ["PidNamespace", "enter_private_network", "is_loopback_host", "set_death_signal"]
 
 # From <sched.h>.
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
+_CLONE_NEWPID = 0x20000000
+# From <sys/prctl.h>.
+_PR_SET_PDEATHSIG = 1
 # From <linux/sockios.h> and <net/if.h>: read/write interface flags; IFF_UP.
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -38,19 +54,8 @@ _IFF_UP = 0x1
 _IFREQ = "16sH22x"
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback IP addresses (``127.0.0.1``, ``[::1]``)."""
-    host = host.strip("[]")
-    if host in ("localhost", "ip6-localhost", "ip6-loopback"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _unshare(flags: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     if libc.unshare(flags) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
@@ -114,3 +119,66 @@ def enter_private_network() -> str | None:
             return None
         first_error = first_error or code
     return f"cannot create a network namespace: {os.strerror(first_error)}"
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def set_death_signal(libc=None) -> None:
+    """Asks the kernel to SIGKILL this process when its parent dies (Linux only)."""
+    (libc or _libc()).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _reaper(parent_pid: int) -> None:
+    """The namespace's init: ignores signals, reaps orphans, dies with the launcher."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    set_death_signal()
+    if os.getppid() != parent_pid and os.getppid() != 0:
+        os._exit(1)  # the launcher died before the death signal was armed
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            time.sleep(1.0)
+        except InterruptedError:
+            pass
+
+
+class PidNamespace:
+    """A PID namespace for the launcher's future children, held open by a reaper (its init).
+
+    `enter` returns None on success, or why it could not (then nothing changed). `close`
+    kills the reaper, and with it anything still running in the namespace.
+    """
+
+    def __init__(self):
+        self.reaper_pid: int | None = None
+
+    def enter(self) -> str | None:
+        if not sys.platform.startswith("linux"):
+            return f"PID namespaces need Linux (this is {sys.platform})"
+        try:
+            _unshare(_CLONE_NEWPID)
+        except OSError as e:
+            return f"cannot create a PID namespace: {e.strerror}"
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pid 1 of the new namespace; never returns into the launcher's code
+            try:
+                _reaper(parent)
+            finally:
+                os._exit(1)
+        self.reaper_pid = pid
+        return None
+
+    def close(self) -> None:
+        if self.reaper_pid is None:
+            return
+        try:
+            os.kill(self.reaper_pid, signal.SIGKILL)
+            os.waitpid(self.reaper_pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        self.reaper_pid = None

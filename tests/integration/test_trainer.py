@@ -3,8 +3,6 @@ checkpoints, exactly-once evaluation, Keras 3 models, argument checks."""
 
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 import pytest
 
@@ -134,7 +132,8 @@ def test_packing_runs_k_steps_and_k_updates_per_closure(strategy):
 def test_accumulation_pushes_one_update_per_closure(strategy):
     trainer = _linear_trainer(strategy, accumulate_steps=4)
     result = trainer.train(64)
-    assert not trainer._stacked  # batch(32) without drop_remainder: fetched one by one
+    # batch(32) without drop_remainder has no static shape: one fetch per micro-batch.
+    assert trainer.traffic().fetches == 1
     assert result.step == 64 and result.steps_per_closure == 4
     assert int(trainer.optimizer.iterations.numpy()) == 16  # 64 micro-batches / 4
     # 16 updates of the mean gradient 2 (w - 3) E[x^2]: w = 3 (1 - (1 - 2 lr)^16) = 2.44, where
@@ -153,27 +152,22 @@ def _micro_batches(ctx):
 
 def test_accumulated_gradient_matches_single_process(strategy):
     """One update from 4 accumulated micro-batches == SGD with their mean gradient, computed
-    in one process; the sparse table's gradient stays IndexedSlices; and the K-1 micro-batches
-    after the first read no dense variable from ps (the loop body has no ReadVariableOp)."""
+    in one process; the sparse table's gradient stays IndexedSlices; the 4 micro-batches come
+    as one stacked element; and only the first micro-batch reads the dense weight from ps."""
     lr = 0.5
     trainer = _sharded_trainer(strategy, _micro_batches, lr, accumulate_steps=4)
     assert trainer.train(4).step == 4
     assert int(trainer.optimizer.iterations.numpy()) == 1
-    assert trainer._stacked  # static shapes: the 4 micro-batches came as one element
     ids, x, y = _fixed_batch()
     _assert_one_sgd_update(trainer, lr, [(ids, x * (i + 1), y + i) for i in range(4)])
     kinds = trainer.gradient_types
     assert [kinds[v.name] for v in trainer.model.table.variables] == ["IndexedSlices"] * 2
-
-    traces = trainer._accum_fn._list_all_concrete_functions()  # a trace per thread
-    assert traces
-    for traced in traces:
-        library = traced.graph.as_graph_def().library.function
-        bodies = [f for f in library if "while_body" in f.signature.name]
-        assert len(bodies) == 1, [f.signature.name for f in library]
-        ops = collections.Counter(node.op for node in bodies[0].node_def)
-        reads = [(n.name, list(n.input)) for n in bodies[0].node_def if n.op == "ReadVariableOp"]
-        assert ops["ReadVariableOp"] == 0 and ops["ResourceGather"] == 2, (reads, ops)
+    traffic = trainer.traffic()
+    assert traffic.fetches == 1 / 4  # static shapes: the 4 micro-batches came as one element
+    # The K-1 micro-batches in the loop read only a gather from each of the 2 table shards
+    # from ps; `w` (and the optimizer's hyperparameters) once per closure, outside the loop.
+    assert traffic.loop.from_ps[0] == 2 and traffic.loop.ps_ops == 2, traffic
+    assert traffic.from_ps[0] > 2 + 1 / 4, traffic
 
 
 def test_accumulation_ends_exactly_at_train_steps(strategy):

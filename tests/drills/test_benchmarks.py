@@ -21,7 +21,7 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO  # noqa: E402
 RUN = os.path.join(REPO, "benchmarks", "run.py")
 ROW_NAMES = ["trainer_overhead", "default_vs_tutorial", "ps_vs_local", "sparse_table_scaling",
              "accumulation_vs_local", "launch_ready", "fit_overhead"]

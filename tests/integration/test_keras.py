@@ -90,8 +90,8 @@ def test_steps_per_execution(steps, workers, want):
 def test_evaluation_shards_and_bad_arguments():
     assert tfps.keras.evaluation_shards(2) == 10
     assert tfps.keras.evaluation_shards(2, num_batches=4) == 4
-    with pytest.raises(ConfigError, match=r"Argument `steps_per_epoch` must be a positive "
-                                          r"integer. Received: steps_per_epoch=0"):
+    with pytest.raises(ConfigError, match=r"Argument `steps_per_epoch` must be an integer "
+                                          r">= 1. Received: steps_per_epoch=0"):
         tfps.keras.steps_per_execution(0, 2)
     with pytest.raises(ConfigError, match=r"Received: dataset_fn=3"):
         tfps.keras.dataset_creator(3)

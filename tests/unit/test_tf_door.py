@@ -1,0 +1,41 @@
+"""TensorFlow internals have one door, `tfps/_tf.py`: no other module of tfps imports
+``tensorflow.python`` or touches the private attributes the door wraps."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+from conftest import REPO
+
+DOOR = os.path.join(REPO, "tfps", "_tf.py")
+# The private TF / Keras names the door wraps.
+PRIVATE = ("_hyper", "_get_hyper", "_cache", "_current_new_cache_scope_count",
+           "_num_workers", "_num_gpus_per_worker", "_get_next_no_partial_batch_handling",
+           "_pss_evaluation_shards", "_functions", "_learning_rate", "_cluster_coordinator",
+           "_cluster_resolver", "_tfll_initialized", "_tf_uses_legacy_keras",
+           "_is_parameter_server_strategy_v2")
+
+
+def _sources():
+    for path in glob.glob(os.path.join(REPO, "tfps", "**", "*.py"), recursive=True):
+        with open(path) as f:
+            yield path, f.read()
+
+
+def test_only_the_door_imports_tensorflow_python():
+    users = [os.path.relpath(p, REPO) for p, text in _sources() if "tensorflow.python" in text]
+    assert users == ["tfps/_tf.py"], users
+
+
+def test_only_the_door_touches_tf_private_attributes():
+    pattern = re.compile(r"\.(" + "|".join(PRIVATE) + r")\b|[\"'](" + "|".join(PRIVATE) +
+                         r")[\"']")
+    offenders = [(os.path.relpath(p, REPO), m.group(0)) for p, text in _sources()
+                 if os.path.abspath(p) != DOOR for m in pattern.finditer(text)]
+    assert not offenders, offenders
+    with open(DOOR) as f:
+        door = f.read()
+    assert all(name in door for name in PRIVATE if name not in (
+        "_cluster_coordinator", "_cluster_resolver", "_is_parameter_server_strategy_v2"))

@@ -1,0 +1,239 @@
+"""The only door to TensorFlow's and Keras's internals.
+
+tfps relies on a few behaviours that TF and Keras do not export: a read cache for ps
+variables, the optimizer's hyperparameter table, the worker count of a
+ParameterServerStrategy, and a few more. Each one is used here and nowhere else, with the TF
+(or tf_keras) source file it depends on, so a TF upgrade that renames one breaks in one place.
+
+`require()` imports TensorFlow and checks every internal listed in `_REQUIREMENTS` once; every
+module of tfps that needs TensorFlow calls it at import. A missing one fails with one line that
+names the TensorFlow version and what is missing (`tfps.errors.TensorFlowCompatibilityError`),
+instead of an AttributeError deep inside a closure on a worker. The background of each
+workaround is in ``docs/tensorflow-notes.md``.
+
+`keras_binding` (used by `import tfps` to warn about Keras 3) only reads ``sys.modules``: it
+never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import inspect
+import sys
+
+from tfps.errors import TensorFlowCompatibilityError
+
+__all__ = ["require", "keras_binding"]
+
+_checked = False
+
+
+def _distribution_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def _sets_attribute(cls, name: str) -> bool:
+    """True when some method of `cls` (or a base) assigns ``self.<name>`` (code's co_names)."""
+    for klass in inspect.getmro(cls):
+        for member in vars(klass).values():
+            code = getattr(member, "__code__", None)
+            if code is not None and name in code.co_names:
+                return True
+    return False
+
+
+def _requirements():
+    # pylint: disable=g-import-not-at-top
+    from tensorflow.python.distribute import distribute_utils, input_lib, ps_values
+    from tensorflow.python.distribute import parameter_server_strategy_v2 as pss
+    from tensorflow.python.framework import func_graph
+    from tf_keras.src.engine import training
+    from tf_keras.src.optimizers.legacy import optimizer_v2
+
+    return (
+        ("distribute_utils.cache_variable_reads", "tensorflow/python/distribute/"
+         "distribute_utils.py", lambda: callable(distribute_utils.cache_variable_reads)),
+        ("distribute_utils.caching_scope_local.new_cache_scope_count",
+         "tensorflow/python/distribute/distribute_utils.py",
+         lambda: hasattr(distribute_utils.caching_scope_local, "new_cache_scope_count")),
+        ("CachingVariable._cache", "tensorflow/python/distribute/ps_values.py",
+         lambda: _sets_attribute(ps_values.CachingVariable, "_cache")),
+        ("CachingVariable._current_new_cache_scope_count",
+         "tensorflow/python/distribute/ps_values.py",
+         lambda: _sets_attribute(ps_values.CachingVariable, "_current_new_cache_scope_count")),
+        ("DistributedIterator._get_next_no_partial_batch_handling",
+         "tensorflow/python/distribute/input_lib.py",
+         lambda: hasattr(input_lib.DistributedIterator, "_get_next_no_partial_batch_handling")),
+        ("ParameterServerStrategyV2Extended._num_workers",
+         "tensorflow/python/distribute/parameter_server_strategy_v2.py",
+         lambda: _sets_attribute(pss.ParameterServerStrategyV2Extended, "_num_workers")),
+        ("ParameterServerStrategyV2Extended._num_gpus_per_worker",
+         "tensorflow/python/distribute/parameter_server_strategy_v2.py",
+         lambda: _sets_attribute(pss.ParameterServerStrategyV2Extended,
+                                 "_num_gpus_per_worker")),
+        ("FuncGraph.capture", "tensorflow/python/framework/func_graph.py",
+         lambda: callable(getattr(func_graph.FuncGraph, "capture", None))),
+        ("FuncGraph._functions", "tensorflow/python/framework/ops.py (Graph)",
+         lambda: _sets_attribute(func_graph.FuncGraph, "_functions")),
+        ("OptimizerV2._hyper", "tf_keras/src/optimizers/legacy/optimizer_v2.py",
+         lambda: _sets_attribute(optimizer_v2.OptimizerV2, "_hyper")),
+        ("OptimizerV2._get_hyper", "tf_keras/src/optimizers/legacy/optimizer_v2.py",
+         lambda: callable(getattr(optimizer_v2.OptimizerV2, "_get_hyper", None))),
+        ("Model._pss_evaluation_shards", "tf_keras/src/engine/training.py",
+         lambda: _sets_attribute(training.Model, "_pss_evaluation_shards")),
+    )
+
+
+def require():
+    """Imports TensorFlow, checks every internal tfps uses (once), returns the module.
+
+    Raises:
+      TensorFlowCompatibilityError: one line naming the TF version and the missing internal.
+    """
+    global _checked
+    import tensorflow as tf
+
+    if _checked:
+        return tf
+    try:
+        requirements = _requirements()
+        missing = [(what, where) for what, where, present in requirements if not present()]
+    except ImportError as e:  # a whole module moved
+        missing = [(f"module {e.name or e}", "an import")]
+    if missing:
+        what, where = missing[0]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise TensorFlowCompatibilityError(
+            f"tfps cannot run on tensorflow {_distribution_version('tensorflow')} with "
+            f"tf-keras {_distribution_version('tf-keras')}: it needs {what} from {where}, "
+            f"which this version lacks{more}; install the versions tfps is tested with "
+            f"(setup.cfg) or see README 'Trying a newer TensorFlow'")
+    _checked = True
+    return tf
+
+
+# ------------------------------------------------------------------- Keras binding (no import)
+def keras_binding() -> tuple[str, bool]:
+    """``(what tf.keras is bound to, whether TF was imported with Keras 3 import paths)``.
+
+    The first is ``"keras3"``, ``"tf_keras"`` or ``"unbound"``. Reads TF's lazy loader state
+    (``tensorflow/python/util/lazy_loader.py``, `KerasLazyLoader`: ``_tfll_initialized``,
+    ``_tfll_keras_version``) and the flag ``tensorflow/__init__.py`` sets when it builds its
+    import paths (``_tf_uses_legacy_keras``); imports nothing.
+    """
+    tf = sys.modules.get("tensorflow")
+    state = getattr(tf, "__dict__", {}) if tf is not None else {}
+    keras3_paths = state.get("_tf_uses_legacy_keras") is False
+    bound = state.get("keras")
+    if bound is None:
+        return "unbound", keras3_paths
+    loader = getattr(bound, "__dict__", {})
+    if "_tfll_initialized" in loader:  # still TF's lazy loader
+        if not loader["_tfll_initialized"]:
+            return "unbound", keras3_paths
+        return ("keras3" if loader.get("_tfll_keras_version") == "keras_3" else "tf_keras",
+                keras3_paths)
+    # Resolved: the loader replaced itself with `keras._tf_keras.keras` (Keras 3) or tf_keras.
+    name = getattr(bound, "__name__", "")
+    return ("keras3" if name == "keras" or name.startswith("keras.") else "tf_keras",
+            keras3_paths)
+
+
+# ------------------------------------------------------------------- strategies and iterators
+def num_workers(strategy) -> int:
+    """Workers of a ParameterServerStrategy (`ParameterServerStrategyV2Extended._num_workers`;
+    the public `Strategy.cluster_resolver` is None for PSS)."""
+    return int(strategy.extended._num_workers)  # pylint: disable=protected-access
+
+
+def gpus_per_worker(strategy) -> int:
+    """GPUs each worker uses (`ParameterServerStrategyV2Extended._num_gpus_per_worker`)."""
+    return int(getattr(strategy.extended, "_num_gpus_per_worker", 0))  # pylint: disable=protected-access
+
+
+def next_without_partial_batch(iterator):
+    """``next(iterator)`` for a per-worker iterator inside a closure, without the Optional and
+    ``tf.cond`` PSS adds for partial batches (`DistributedIterator.
+    _get_next_no_partial_batch_handling`, input_lib.py; docs/tensorflow-notes.md)."""
+    plain = getattr(iterator, "_get_next_no_partial_batch_handling", None)  # pylint: disable=protected-access
+    return plain() if plain is not None else next(iterator)
+
+
+# ------------------------------------------------------------------- variable read cache
+@contextlib.contextmanager
+def cache_variable_reads(variables):
+    """`distribute_utils.cache_variable_reads` with every variable's cache emptied and its
+    freshness counter synced to this thread's scope count first (ps_values.py,
+    `CachingVariable`; docs/tensorflow-notes.md, "Read cache").
+    """
+    from tensorflow.python.distribute import distribute_utils  # pylint: disable=g-import-not-at-top
+
+    with distribute_utils.cache_variable_reads():
+        count = distribute_utils.caching_scope_local.new_cache_scope_count
+        for var in variables:
+            if hasattr(var, "_cache"):
+                var._cache = None  # pylint: disable=protected-access
+                var._current_new_cache_scope_count = count  # pylint: disable=protected-access
+        yield
+
+
+def cached_read(variable):
+    """The local copy `cache_variable_reads` holds for `variable`, or None."""
+    return getattr(variable, "_cache", None)  # pylint: disable=protected-access
+
+
+def capture(tensor):
+    """`tensor` captured into the FuncGraph being built (a loop body's placeholder for it)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    return tf.compat.v1.get_default_graph().capture(tensor)
+
+
+# ------------------------------------------------------------------- Keras internals
+def optimizer_hyper(optimizer, name: str):
+    """The raw hyperparameter of a tf_keras legacy optimizer (`OptimizerV2._hyper`): a float,
+    a schedule, a variable or a callable."""
+    return optimizer._hyper[name]  # pylint: disable=protected-access
+
+
+def set_optimizer_hyper(optimizer, name: str, value) -> None:
+    """Replaces a hyperparameter in `OptimizerV2._hyper` directly: `optimizer.learning_rate =
+    fn` would write the function into an existing variable (`_set_hyper` -> `set_value`)."""
+    optimizer._hyper[name] = value  # pylint: disable=protected-access
+
+
+def read_hyper(optimizer, name: str):
+    """A hyperparameter as the optimizer reads it (`OptimizerV2._get_hyper`: calls a callable)."""
+    return optimizer._get_hyper(name)  # pylint: disable=protected-access
+
+
+def keras3_schedule(optimizer):
+    """The schedule object behind a Keras 3 / tf_keras (new) optimizer's learning rate, or None
+    (``BaseOptimizer._learning_rate``, keras/src/optimizers/base_optimizer.py)."""
+    lr = getattr(optimizer, "_learning_rate", None)  # pylint: disable=protected-access
+    return lr if callable(lr) and hasattr(lr, "get_config") else None
+
+
+def pss_evaluation_shards(model) -> int:
+    """The ``pss_evaluation_shards`` a tf_keras model was compiled with (`Model.compile` sets
+    ``_pss_evaluation_shards``, tf_keras/src/engine/training.py); 0 if none."""
+    return int(getattr(model, "_pss_evaluation_shards", 0) or 0)  # pylint: disable=protected-access
+
+
+# ------------------------------------------------------------------- traced graphs
+def function_graphs(graph) -> dict:
+    """Name -> FuncGraph of the functions a traced graph calls (a `tf.while_loop`'s body and
+    cond, a `tf.cond`'s branches): ``FuncGraph._functions`` (func_graph.py) holds them, for the
+    graph and its outer graphs."""
+    found = {}
+    while graph is not None:
+        for name, fn in getattr(graph, "_functions", {}).items():  # pylint: disable=protected-access
+            inner = getattr(fn, "graph", None)
+            if inner is not None:
+                found.setdefault(name, inner)
+        graph = getattr(graph, "outer_graph", None)
+    return found

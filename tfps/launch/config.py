@@ -1,0 +1,249 @@
+"""Parsed command lines, validated into typed configs: one per mode of ``tfps-launch``.
+
+* `LaunchConfig`: start a cluster (all-local, every task of a spec, one task of a spec, or the
+  one task the environment describes) and supervise it;
+* `EmitConfig`: print a manifest for an external engine (``--emit tfjob|slurm``);
+* `DoctorConfig`: run the preflight checks (``--doctor``).
+
+Every mode accepts only the flags that mean something to it: a flag given to a mode that would
+ignore it is an error (exit 2, one line), never silently dropped. `config_from_args` is pure
+but for reading a spec file or the environment; nothing here starts a process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Sequence
+
+from tfps.cluster import MAX_LOCAL_TASKS, Cluster, TaskId, is_loopback_host, task_from_env
+from tfps.errors import ClusterSpecError, ConfigError
+from tfps.launch import scripts
+from tfps.launch.plan import SCRIPT_ROLES, Fault, label, parse_fault
+
+__all__ = ["DEFAULT_NUM_PS", "DEFAULT_NUM_WORKERS", "DoctorConfig", "EmitConfig",
+           "LaunchConfig", "UsageError", "config_from_args"]
+
+DEFAULT_NUM_PS = 2
+DEFAULT_NUM_WORKERS = 2
+DEFAULT_MAX_RESTARTS = 3
+DEFAULT_GRACE_PERIOD = 5.0
+DEFAULT_BACKOFF_LIMIT = 10
+
+from tfps._cli import UsageError  # noqa: E402  (re-exported: the launcher's error type)
+
+# Flags (argparse dests) each mode accepts. Anything else given is refused.
+_CLUSTER = {"num_ps", "num_workers", "evaluator", "spec"}
+_LAUNCH = _CLUSTER | {"task", "from_env", "gpus_per_worker", "network", "log_dir", "verbose",
+                      "dry_run", "max_restarts", "grace_period", "inject_fault"}
+_EMIT_COMMON = _CLUSTER | {"emit", "gpus_per_worker", "name"}
+_EMIT = {"tfjob": _EMIT_COMMON | {"image", "namespace", "backoff_limit"},
+         "slurm": _EMIT_COMMON | {"nodes", "port_base", "slurm_time", "partition"}}
+_DOCTOR = {"num_ps", "num_workers", "spec", "doctor", "model_bytes", "ps_memory"}
+# How each dest is spelled on the command line, for messages.
+_FLAG = {"slurm_time": "--time"}
+
+
+def flag(dest: str) -> str:
+    return _FLAG.get(dest, "--" + dest.replace("_", "-"))
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchConfig:
+    """A validated launch: the cluster, which of its tasks run here, and how."""
+
+    cluster: Cluster
+    tasks: tuple[TaskId, ...]  # the tasks this launcher runs
+    script: str
+    script_args: tuple[str, ...] = ()
+    one_per_host: bool = False  # --task / --from-env: this launcher runs one task
+    gpus_per_worker: int = 0
+    private_network: bool = True
+    log_dir: str | None = None
+    verbose: bool = False
+    dry_run: bool = False
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    faults: tuple[Fault, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class EmitConfig:
+    """A validated ``--emit``: the engine, the job's shape and the engine's settings."""
+
+    engine: str  # "tfjob" or "slurm"
+    script: str
+    script_args: tuple[str, ...]
+    num_ps: int
+    num_workers: int
+    evaluator: bool = False
+    gpus_per_worker: int = 0
+    name: str | None = None
+    image: str | None = None
+    namespace: str | None = None
+    backoff_limit: int = DEFAULT_BACKOFF_LIMIT
+    nodes: int | None = None
+    port_base: int | None = None
+    time: str | None = None
+    partition: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DoctorConfig:
+    """A validated ``--doctor``: a spec to check, or counts only."""
+
+    cluster: Cluster | None
+    num_ps: int
+    num_workers: int
+    spec: str | None = None
+    model_bytes: str | None = None
+    ps_memory: str | None = None
+
+
+def given(args: argparse.Namespace) -> list[str]:
+    """The dests the user gave (the parser's defaults are all None)."""
+    return [k for k, v in vars(args).items()
+            if v is not None and k not in ("script", "script_args")]
+
+
+def _refuse_others(args, allowed: set, mode: str) -> None:
+    for dest in given(args):
+        if dest not in allowed:
+            raise UsageError(f"{flag(dest)} cannot be combined with {mode}")
+
+
+def _exclusive(args, first: str, others: Sequence[str], why: str = "") -> None:
+    if getattr(args, first) is not None:
+        for other in others:
+            if getattr(args, other) is not None:
+                raise UsageError(f"{flag(other)} cannot be combined with {flag(first)}{why}")
+
+
+def config_from_args(args: argparse.Namespace):
+    """Validates `args` into a `LaunchConfig`, `EmitConfig` or `DoctorConfig`.
+
+    Raises:
+      TfpsError: naming the flag (or spec field) and the value; the CLI exits 2.
+    """
+    if args.emit is not None and args.doctor is not None:
+        raise UsageError("--doctor cannot be combined with --emit")
+    _exclusive(args, "spec", ("num_ps", "num_workers", "evaluator"),
+               " (the spec lists the tasks)")
+    if args.emit is not None:
+        _refuse_others(args, _EMIT[args.emit], f"--emit {args.emit}")
+        return _emit_config(args)
+    if args.doctor is not None:
+        _refuse_others(args, _DOCTOR, "--doctor")
+        return _doctor_config(args)
+    _refuse_others(args, _LAUNCH, "a launch")
+    return _launch_config(args)
+
+
+def _script(args, needed_by: str) -> str:
+    if args.script is None:
+        raise UsageError(f"missing SCRIPT (the program {needed_by})")
+    return args.script
+
+
+def _load_spec(path: str, need_chief: bool, what: str) -> Cluster:
+    cluster = Cluster.from_file(path)
+    if need_chief and not cluster.chief:
+        raise ClusterSpecError(f"chief: {what} needs a chief task (it runs SCRIPT, and the "
+                               f"cluster ends when it does), got 0", path)
+    return cluster
+
+
+def _counts(args) -> tuple[int, int, bool]:
+    return (DEFAULT_NUM_PS if args.num_ps is None else args.num_ps,
+            DEFAULT_NUM_WORKERS if args.num_workers is None else args.num_workers,
+            bool(args.evaluator))
+
+
+def _emit_config(args) -> EmitConfig:
+    script = _script(args, f"every task of the --emit {args.emit} job runs")
+    if args.spec is not None:
+        cluster = _load_spec(args.spec, True, "--emit")
+        num_ps, num_workers, evaluator = cluster.num_ps, cluster.num_workers, \
+            bool(cluster.evaluator)
+    else:
+        num_ps, num_workers, evaluator = _counts(args)
+    if args.emit == "tfjob" and args.image is None:
+        raise UsageError("--emit tfjob needs --image IMAGE (a container image with tfps, "
+                         "TensorFlow, tf-keras and the script)")
+    return EmitConfig(
+        engine=args.emit, script=script, script_args=tuple(args.script_args),
+        num_ps=num_ps, num_workers=num_workers, evaluator=evaluator,
+        gpus_per_worker=args.gpus_per_worker or 0, name=args.name, image=args.image,
+        namespace=args.namespace,
+        backoff_limit=DEFAULT_BACKOFF_LIMIT if args.backoff_limit is None else
+        args.backoff_limit, nodes=args.nodes, port_base=args.port_base,
+        time=args.slurm_time, partition=args.partition)
+
+
+def _doctor_config(args) -> DoctorConfig:
+    if args.script is not None:
+        raise UsageError(f"--doctor takes no SCRIPT (got {args.script!r:.60})")
+    if args.spec is not None:
+        cluster = Cluster.from_file(args.spec)
+        return DoctorConfig(cluster, cluster.num_ps, cluster.num_workers, spec=args.spec,
+                            model_bytes=args.model_bytes, ps_memory=args.ps_memory)
+    num_ps, num_workers, _ = _counts(args)
+    return DoctorConfig(None, num_ps, num_workers, model_bytes=args.model_bytes,
+                        ps_memory=args.ps_memory)
+
+
+def _launch_config(args) -> LaunchConfig:
+    script = _script(args, "the chief runs")
+    if args.from_env:
+        _exclusive(args, "from_env", ("spec", "task", "num_ps", "num_workers", "evaluator",
+                                      "network"), " (the environment names the task)")
+        cluster = Cluster.from_env()
+        tasks = (task_from_env(),)
+    elif args.spec is not None:
+        if args.task is not None:
+            _exclusive(args, "task", ("network",), " (one task per host uses the host network)")
+            cluster = Cluster.from_file(args.spec)
+            try:
+                tasks = (cluster.check_task(TaskId.parse(args.task)),)
+            except ConfigError as e:
+                raise ConfigError(f"cluster spec {args.spec}: {e}") from None
+        else:
+            cluster = _load_spec(args.spec, True, "a launch of every task")
+            tasks = tuple(t for t, _ in cluster.tasks())
+    else:
+        if args.task is not None:
+            raise UsageError("--task needs --spec (the cluster the task belongs to)")
+        num_ps, num_workers, evaluator = _counts(args)
+        for dest, value in (("num_ps", num_ps), ("num_workers", num_workers)):
+            if value > MAX_LOCAL_TASKS:
+                raise UsageError(f"{flag(dest)} {value}: a cluster on this machine runs at most "
+                                 f"{MAX_LOCAL_TASKS} (each task is a TensorFlow process)")
+        cluster = Cluster.local(num_ps=num_ps, num_workers=num_workers, evaluator=evaluator)
+        tasks = tuple(t for t, _ in cluster.tasks())
+    if any(t.type in SCRIPT_ROLES for t in tasks):
+        scripts.check_runnable(script)
+    one_per_host = bool(args.from_env or args.task is not None)
+    # One task per host must be reachable from the other hosts: always the host network.
+    private = (args.network or "private") == "private" and not one_per_host
+    if private:
+        for task, address in cluster.tasks():
+            host = address.rpartition(":")[0]
+            if not is_loopback_host(host):
+                raise ConfigError(
+                    f"cluster spec {cluster.source}: {task.type}[{task.index}]: host {host!r} "
+                    f"is not a loopback address, but a private network namespace only has "
+                    f"loopback (use --network host, or --task to run one task per host)")
+    faults = tuple(parse_fault(text) for text in args.inject_fault or ())
+    for fault in faults:
+        if fault.task not in tasks:
+            raise ConfigError(f"--inject-fault {fault}: {label(fault.task)} does not run "
+                              f"here (this launcher runs {', '.join(map(label, tasks))})")
+    return LaunchConfig(
+        cluster=cluster, tasks=tasks, script=script, script_args=tuple(args.script_args),
+        one_per_host=one_per_host, gpus_per_worker=args.gpus_per_worker or 0,
+        private_network=private, log_dir=args.log_dir, verbose=bool(args.verbose),
+        dry_run=bool(args.dry_run),
+        max_restarts=DEFAULT_MAX_RESTARTS if args.max_restarts is None else args.max_restarts,
+        grace_period=DEFAULT_GRACE_PERIOD if args.grace_period is None else args.grace_period,
+        faults=faults)
+

@@ -1,0 +1,90 @@
+"""Sizing rules, in one place: steps per closure, evaluation shards. Pure: no TensorFlow.
+
+The Trainer, `tfps.keras` and ``tfps-launch --doctor`` all size the same things; each number
+lives here once, with its reason.
+
+* **Steps per closure** (`packing`): every `ClusterCoordinator.schedule` costs a coordinator
+  -> worker round trip. The Trainer times closures of 1 and 8 steps at start and packs the
+  smallest count that keeps that cost under `PACKING_OVERHEAD` of a closure, with closures
+  no longer than about `MAX_CLOSURE_SECONDS` (a dead worker loses at most one closure).
+* **Keras fit** (`steps_per_execution`): callbacks run between closures and an epoch is never
+  split mid-closure, so it aims at `CLOSURES_PER_WORKER` closures per worker and epoch, at
+  most `MAX_STEPS_PER_EXECUTION` steps each.
+* **Exactly-once evaluation** (`eval_shards`): `EVAL_SHARDS_PER_WORKER` shards per worker (as
+  tf_keras's ``pss_evaluation_shards="auto"``), never more than the data has batches.
+
+>>> packing(per_step_s=0.001, overhead_s=0.004)
+80
+>>> steps_per_execution(200, workers=2), steps_per_execution(7, workers=4)
+(25, 1)
+>>> eval_shards(workers=2), eval_shards(workers=2, num_batches=4)
+(10, 4)
+"""
+
+from __future__ import annotations
+
+import math
+
+from tfps import validate
+
+__all__ = ["CALIBRATION_ROUNDS", "CALIBRATION_STEPS", "EVAL_SHARDS_PER_WORKER",
+           "MAX_STEPS_PER_CLOSURE", "calibration_fits", "eval_shards", "packing",
+           "steps_per_execution"]
+
+# Packing goal: scheduling overhead at most this fraction of a closure's time...
+PACKING_OVERHEAD = 0.05
+# ...but closures no longer than this (a dead worker loses at most one closure of work).
+MAX_CLOSURE_SECONDS = 1.0
+MAX_STEPS_PER_CLOSURE = 1000
+# The automatic measurement times closures of these two sizes, this many rounds each.
+CALIBRATION_STEPS = (1, 8)
+CALIBRATION_ROUNDS = 3
+# Keras fit under PSS: closures per worker per epoch, and the most steps per closure (field
+# measurements: ~1000 steps/s at 100 per closure vs ~700 at 10; more only delays callbacks).
+CLOSURES_PER_WORKER = 4
+MAX_STEPS_PER_EXECUTION = 100
+# Exactly-once evaluation: tf_keras's own "auto" (training.py, _infer_exact_eval_shards).
+EVAL_SHARDS_PER_WORKER = 5
+
+
+def packing(per_step_s: float, overhead_s: float) -> int:
+    """Steps per closure for a step of `per_step_s` and a scheduling cost of `overhead_s`:
+    the smallest count with overhead <= 5 % of the closure, capped near one second."""
+    per_step_s = max(per_step_s, 1e-6)
+    wanted = math.ceil(max(overhead_s, 0.0) / (PACKING_OVERHEAD * per_step_s))
+    return max(1, min(wanted, int(MAX_CLOSURE_SECONDS / per_step_s), MAX_STEPS_PER_CLOSURE))
+
+
+def packing_from_timings(t_small: float, t_large: float) -> int:
+    """`packing` from the best wall times of closures of 1 and 8 steps."""
+    small, large = CALIBRATION_STEPS
+    per_step = max((t_large - t_small) / (large - small), 1e-6)
+    return packing(per_step, t_small - small * per_step)
+
+
+def calibration_fits(budget_steps: int, workers: int) -> bool:
+    """Whether a run of `budget_steps` is long enough to measure packing at all."""
+    return budget_steps >= 10 * workers
+
+
+def steps_per_execution(steps_per_epoch: int, workers: int, *,
+                        max_steps: int = MAX_STEPS_PER_EXECUTION) -> int:
+    """A ``compile(steps_per_execution=...)`` that divides `steps_per_epoch` into equal
+    closures, about `CLOSURES_PER_WORKER` per worker, at most `max_steps` each."""
+    validate.integer("steps_per_epoch", steps_per_epoch, low=1)
+    validate.integer("workers", workers, low=1)
+    validate.integer("max_steps", max_steps, low=1)
+    bound = max(1, min(max_steps, steps_per_epoch // (CLOSURES_PER_WORKER * workers)))
+    return max(d for d in range(1, bound + 1) if steps_per_epoch % d == 0)
+
+
+def eval_shards(workers: int, num_batches: int | None = None) -> int:
+    """Shards for exactly-once evaluation: 5 per worker, at most `num_batches`.
+
+    TF's auto-sharding fails ("Could not apply FILE based sharding") when a dataset has fewer
+    batches than shards, so a known size caps the count.
+    """
+    shards = EVAL_SHARDS_PER_WORKER * validate.integer("workers", workers, low=1)
+    if num_batches is not None:
+        shards = min(shards, validate.integer("num_batches", num_batches, low=1))
+    return shards

@@ -1,0 +1,75 @@
+"""Checkpoints of a model on ps tasks: restore at start, save on the chief's cadence.
+
+TF writes a checkpoint's shards under ``ckpt-N_temp/`` (each ps writes its own variables),
+renames them into place, then rewrites the ``checkpoint`` record atomically: a save cut short
+by a kill leaves the previous checkpoint intact, and a ``_temp`` directory behind
+(functional_saver.py says such a directory "can be safely removed"). Every successful save
+removes the stale ones.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+
+from tfps import _tf
+
+tf = _tf.require()
+
+__all__ = ["Checkpoints"]
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoints:
+    """A `tf.train.CheckpointManager` over ``objects``, restoring under the strategy's scope.
+
+    Args:
+      strategy: the strategy the objects' variables belong to.
+      coordinator: its `ClusterCoordinator` (every closure is joined before a save).
+      directory: where checkpoints go.
+      max_to_keep: checkpoints kept.
+      **objects: what to save (``model=..., optimizer=..., step=...``).
+    """
+
+    def __init__(self, *, strategy, coordinator, directory: str, max_to_keep: int, **objects):
+        self._strategy, self._coordinator = strategy, coordinator
+        self.directory = directory
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        self._manager = tf.train.CheckpointManager(self.checkpoint, directory,
+                                                   max_to_keep=max_to_keep)
+
+    @property
+    def latest(self) -> str | None:
+        return self._manager.latest_checkpoint
+
+    def restore(self) -> str | None:
+        """Restores the latest checkpoint, if any; returns its path."""
+        path = self.latest
+        if path is None:
+            return None
+        # Under the scope: restoring creates the optimizer's slots (Adagrad accumulators, ...)
+        # for variables that already exist, and tf_keras refuses to create them outside the
+        # strategy their variables belong to (OptimizerV2.add_slot).
+        with self._strategy.scope():
+            self.checkpoint.restore(path)
+        return path
+
+    def save(self, number: int) -> str:
+        """Joins every scheduled closure, writes checkpoint `number`, cleans stale temps."""
+        self._coordinator.join()
+        path = self._manager.save(checkpoint_number=number)
+        self.remove_stale_temps()
+        return path
+
+    def remove_stale_temps(self) -> list[str]:
+        """Removes ``*_temp`` directories left by saves that were cut short; returns them."""
+        stale = [d for d in glob.glob(os.path.join(glob.escape(self.directory), "*_temp"))
+                 if os.path.isdir(d)]
+        for directory in stale:
+            shutil.rmtree(directory, ignore_errors=True)
+            log.info("tfps: removed %s, left by a checkpoint save that was cut short",
+                     directory)
+        return stale

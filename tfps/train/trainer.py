@@ -1,0 +1,280 @@
+"""`tfps.Trainer`: GradientTape training through the ClusterCoordinator.
+
+The chief owns the loop; workers run *closures*; variables live on ps tasks::
+
+    chief:  schedule(train_closure, iterator, n) ──► worker k: n × (pull → tape → push)
+            every `log_every` steps: a record      ps: variables, optimizer slots
+            every `checkpoint_every`: join + save
+
+Example (an in-process cluster; with `tfps-launch` use ``tfps.make_strategy()``):
+
+>>> import tfps, tensorflow as tf
+>>> strategy = tfps.make_strategy(tfps.in_process_cluster(num_ps=1, num_workers=2))
+>>> def make_model():  # any tf.Module, tf_keras or Keras 3 model
+...     m = tf.Module(); m.w = tf.Variable(0.0); return m
+>>> def data(ctx):
+...     x = tf.random.stateless_normal([1024], seed=[ctx.input_pipeline_id, 0])
+...     return tf.data.Dataset.from_tensor_slices((x, 3 * x)).repeat().batch(32)
+>>> trainer = tfps.Trainer(strategy=strategy, model=make_model,
+...     loss_fn=lambda m, b: tf.reduce_mean((m.w * b[0] - b[1]) ** 2),
+...     optimizer="sgd", learning_rate=0.1, dataset_fn=data,
+...     options=tfps.TrainerOptions(steps_per_closure=10, log_every=0))
+>>> round(float(trainer.train(200).loss), 2)  # doctest: +SKIP
+0.0
+
+Failure semantics. TF's coordinator runs a closure *at least once*: when a worker dies, closures
+it was running are re-scheduled on another worker, so the updates of a partly run closure may be
+applied twice. The step count stays exact: the chief counts each closure once, when its result
+arrives. After a ps or chief failure the job restarts from the last checkpoint and redoes the
+steps since then (`tfps-launch --max-restarts` does the restarting).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from tfps import _tf, optimizers, policy, validate
+from tfps.errors import ConfigError
+from tfps.evaluation import ExactEvaluator
+from tfps.progress import ProgressReporter
+from tfps.strategy import make_coordinator, shards, variable_table
+from tfps.train.accumulate import AccumulationStep
+from tfps.train.checkpoints import Checkpoints
+from tfps.train.loop import TrainLoop
+from tfps.train.options import TrainerOptions, TrainResult
+from tfps.train.staleness import Staleness
+from tfps.train import traffic
+from tfps.train.steps import StepFunctions
+
+tf = _tf.require()
+
+__all__ = ["Trainer"]
+
+log = logging.getLogger(__name__)
+
+
+def _is_model(obj) -> bool:
+    return hasattr(obj, "trainable_variables")
+
+
+def _tf_variable(var):
+    """The TF variable behind `var` (Keras 3 wraps one in a `keras.Variable`)."""
+    if type(var).__module__.startswith("keras.") and hasattr(var, "value"):
+        return var.value
+    return var
+
+
+class Trainer:
+    """Custom-loop training of a model whose variables live on ps tasks.
+
+    Args:
+      strategy: a ParameterServerStrategy (`tfps.make_strategy`).
+      model: a model, or a zero-argument function that builds one (called under the
+        strategy's scope so its variables land on ps tasks). A `tf.Module` (raw
+        `tf.Variable`s), a tf_keras model or a Keras 3 model. Pass a builder unless the model
+        was already created under ``strategy.scope()``.
+      loss_fn: ``loss_fn(model, batch) -> scalar loss``; runs on workers inside a tape.
+      optimizer: a tf_keras legacy optimizer, any optimizer with a legacy counterpart
+        (converted, see `tfps.optimizers.as_ps_optimizer`), or a name (``"sgd"``).
+      dataset_fn: ``dataset_fn(input_context) -> tf.data.Dataset`` of batches, called on each
+        worker; shard or seed it by ``input_context.input_pipeline_id``. Must repeat.
+      learning_rate: with an optimizer *name*: a float or a schedule (``tfps.schedules``).
+      model_dir: checkpoints (restored at start) and TensorBoard summaries; None for neither.
+      batch_size: examples per step, for the examples/sec figure.
+      eval_dataset_fn: ``eval_dataset_fn(input_context) -> finite dataset`` for `evaluate`:
+        the *whole* eval set on every worker (unlike `dataset_fn`, not sharded by pipeline;
+        `evaluate` shards it, see `tfps.evaluation.ExactEvaluator`).
+      eval_fn: ``eval_fn(model, batch) -> {name: per-batch sum}``; `evaluate` adds these over
+        the whole eval set exactly once. If it returns ``count``, every other scalar is divided
+        by it in the report (so ``{"loss": sum, "count": n}`` reports a mean loss).
+      options: `TrainerOptions`.
+    """
+
+    def __init__(self, *, strategy, model, loss_fn: Callable, optimizer, dataset_fn: Callable,
+                 learning_rate=None, model_dir: str | None = None, batch_size: int | None = None,
+                 eval_dataset_fn: Callable | None = None, eval_fn: Callable | None = None,
+                 options: TrainerOptions = TrainerOptions()):
+        if not isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
+            raise ConfigError(f"Argument `strategy` must be a ParameterServerStrategy "
+                              f"(tfps.make_strategy). Received: strategy={strategy!r:.80}")
+        for name, fn in (("loss_fn", loss_fn), ("dataset_fn", dataset_fn)):
+            if not callable(fn):
+                raise ConfigError(f"Argument `{name}` must be callable. Received: {name}={fn!r}")
+        if (eval_dataset_fn is None) != (eval_fn is None):
+            raise ConfigError("Arguments `eval_dataset_fn` and `eval_fn` go together. Received: "
+                              f"eval_dataset_fn={eval_dataset_fn!r}, eval_fn={eval_fn!r}")
+        if not isinstance(options, TrainerOptions):
+            raise ConfigError(f"Argument `options` must be a TrainerOptions. "
+                              f"Received: options={options!r}")
+        self.strategy = strategy
+        self.coordinator = make_coordinator(strategy)
+        self.options = options
+        self.model_dir = model_dir
+        self.batch_size = batch_size
+        self._dataset_fn = dataset_fn
+        self._eval = (eval_dataset_fn, eval_fn)
+        self._evaluator = None
+        self._workers = _tf.num_workers(strategy)
+        with strategy.scope():
+            self.model = model if _is_model(model) else model()
+            if not _is_model(self.model):
+                raise ConfigError(f"Argument `model` must be a model (with "
+                                  f"trainable_variables) or a function returning one. "
+                                  f"Received: model={self.model!r:.80}")
+            self.optimizer = self._make_optimizer(optimizer, learning_rate)
+            # The finished-step count (written by the chief, `tfps.train.loop`) and the update
+            # counter of the staleness measurement: both on ps, both in the checkpoint.
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self._staleness = Staleness(options.staleness_aware, self.optimizer)
+        variables = [p for v in self.model.trainable_variables for p in shards(_tf_variable(v))]
+        if not variables:
+            raise ConfigError("Argument `model` has no trainable variables; build it (e.g. "
+                              "call it once or give its input shape) in the model function.")
+        self._steps = StepFunctions(strategy=strategy, model=self.model, variables=variables,
+                                    loss_fn=loss_fn, optimizer=self.optimizer,
+                                    staleness=self._staleness)
+        self._accumulation = AccumulationStep(self._steps)
+        self._checkpoints = None
+        if model_dir:
+            self._checkpoints = Checkpoints(
+                strategy=strategy, coordinator=self.coordinator,
+                directory=os.path.join(model_dir, "checkpoints"),
+                max_to_keep=options.max_to_keep, model=self.model, optimizer=self.optimizer,
+                step=self.global_step, version=self._staleness.version)
+        self._loop = TrainLoop(schedule=self._schedule, join=self.coordinator.join,
+                               num_workers=self._workers, options=options, save=self._save,
+                               record_values=self._record_values, model_dir=model_dir)
+        self._iterator = None
+        self.restored_step = self.restore()
+
+    @staticmethod
+    def _make_optimizer(optimizer, learning_rate):
+        if isinstance(optimizer, str):
+            kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
+            return optimizers.as_ps_optimizer(optimizer, **kwargs)
+        if learning_rate is not None:
+            raise ConfigError("Argument `learning_rate` is only for an optimizer name; set it "
+                              f"on the optimizer. Received: learning_rate={learning_rate!r}")
+        return optimizers.as_ps_optimizer(optimizer)
+
+    @property
+    def gradient_types(self) -> dict[str, str]:
+        """Variable name -> ``"IndexedSlices"`` or the dense gradient's type, known once the
+        training closure has been traced (to check that lookups stay sparse)."""
+        return self._steps.gradient_types
+
+    @property
+    def version(self):
+        """The update counter on ps that staleness is measured with (a variable)."""
+        return self._staleness.version
+
+    @property
+    def step(self) -> int:
+        """Steps finished so far (restored ones included)."""
+        return int(self.global_step.numpy())
+
+    # ------------------------------------------------------------------------ training
+    def _schedule(self, num_steps: int):
+        if self._iterator is None:
+            stack = self.options.accumulate_steps
+            self._iterator = self._steps.per_worker_iterator(self.coordinator, self._dataset_fn,
+                                                             stack=stack)
+        if self.options.accumulate_steps > 1:
+            return self.coordinator.schedule(self._accumulation.fn,
+                                             args=(self._iterator, num_steps))
+        return self.coordinator.schedule(self._steps.train_fn,
+                                         args=(self._iterator, tf.constant(num_steps, tf.int32)))
+
+    def train(self, train_steps: int) -> TrainResult:
+        """Trains until the step count reaches `train_steps` (resuming from a checkpoint).
+
+        Returns:
+          A `TrainResult`. With a ``model_dir``, a checkpoint is written every
+          ``options.checkpoint_every`` steps and at the end.
+        """
+        validate.integer("train_steps", train_steps, low=0, high=10**12)
+        return self._loop.run(self.step, train_steps)
+
+    def _record_values(self, step: int, rate: float, loss: float) -> dict:
+        values = {}
+        if self.batch_size:
+            values["examples/sec"] = rate * self.batch_size
+        values["loss"] = loss
+        values["lr"] = self.current_learning_rate()
+        return values
+
+    def traffic(self) -> traffic.Traffic:
+        """Per-step parameter traffic of the training closure as last traced: tensors and
+        bytes between worker and ps, ops on ps, dataset fetches (`tfps.train.traffic`).
+        Deterministic: it counts the graph, not the clock. Call after `train`."""
+        k = self.options.accumulate_steps
+        if k > 1:
+            graph, steps, trips = self._accumulation.traced_graph, k, k - 1
+        else:
+            graph = self._steps.traced_graph
+            steps = trips = self._loop.steps_per_closure or 1
+        if graph is None:
+            raise ConfigError("traffic() counts the traced training closure: call train() "
+                              "first. Received: no trace yet")
+        return traffic.count(graph, steps=steps, trips=trips)
+
+    def current_learning_rate(self) -> float:
+        """The optimizer's base learning rate at its current step (chief-side read)."""
+        lr = _tf.read_hyper(self.optimizer, "learning_rate")  # calls a staleness wrapper
+        if callable(lr) and not tf.is_tensor(lr) and not isinstance(lr, tf.Variable):
+            lr = lr(tf.cast(self.optimizer.iterations, tf.float32))  # a schedule
+        return float(tf.convert_to_tensor(lr))
+
+    # ------------------------------------------------------------------------ checkpoints
+    def restore(self) -> int:
+        """Restores the latest checkpoint under ``model_dir``, if any; returns its step."""
+        path = self._checkpoints.restore() if self._checkpoints else None
+        if path:
+            log.info("tfps: restored %s (step %d)", path, self.step)
+        return self.step
+
+    def _save(self, step: int) -> str | None:
+        self.global_step.assign(step)
+        return self._checkpoints.save(step) if self._checkpoints else None
+
+    def save(self) -> str | None:
+        """Writes a checkpoint now (all scheduled closures are joined first)."""
+        if self._checkpoints is None:
+            return None
+        return self._checkpoints.save(self.step)
+
+    # ------------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, Any]:
+        """Evaluates on ``eval_dataset_fn``'s data, each batch exactly once.
+
+        ``options.eval_shards`` closures, one per shard (`tfps.evaluation.ExactEvaluator`).
+        Returns the summed ``eval_fn`` outputs, scalars divided by ``count`` when ``eval_fn``
+        returns one.
+        """
+        eval_dataset_fn, eval_fn = self._eval
+        if eval_fn is None:
+            raise ConfigError("evaluate() needs `eval_dataset_fn` and `eval_fn`. "
+                              "Received: eval_fn=None")
+        if self._evaluator is None:
+            self._evaluator = ExactEvaluator(
+                strategy=self.strategy, model=self.model, dataset_fn=eval_dataset_fn,
+                eval_fn=eval_fn,
+                num_shards=self.options.eval_shards or policy.eval_shards(self._workers))
+        return self._evaluator()
+
+    def summarize_eval(self, metrics: dict, step: int | None = None) -> str:
+        """Prints an ``eval | step: ...`` record and writes it to TensorBoard (``eval/``)."""
+        step = self.step if step is None else step
+        reporter = ProgressReporter(step, self.model_dir, "off")
+        scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+        line = reporter.record("eval", step, scalars)
+        reporter.close()
+        return line
+
+    def describe(self) -> str:
+        """The variable-shard table: where every variable and shard of the model lives."""
+        return variable_table([_tf_variable(v) for v in self.model.trainable_variables])
