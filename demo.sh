@@ -4,7 +4,12 @@
 # beyond the first install. Extra arguments go to tfps-launch before the script's flags.
 set -euo pipefail
 cd "$(dirname "$0")"
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
+# pip is upgraded once, when the venv is made: on later runs it would only ask the index
+# again (and repeat the index's warnings) for nothing.
+[ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/python -m pip install --quiet --upgrade pip; }
+# setuptools warns at every editable install that a folder named like the package in
+# the working directory could shadow it (its meta-path finder): informational, and
+# about setuptools, not tfps. Only that module's warnings are silenced.
+PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:::setuptools.command.editable_wheel" \
+  .venv/bin/python -m pip install --quiet -e .
 exec .venv/bin/tfps-launch --num-ps 2 --num-workers 2 "$@" examples/linear_regression.py

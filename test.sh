@@ -7,9 +7,14 @@
 #   ./test.sh ARGS...         anything else goes to pytest as is (./test.sh -m "not slow" -x)
 set -euo pipefail
 cd "$(dirname "$0")"
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+# pip is upgraded once, when the venv is made: on later runs it would only ask the index
+# again (and repeat the index's warnings) for nothing.
+[ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/python -m pip install --quiet --upgrade pip; }
+# setuptools warns at every editable install that a folder named like the package in
+# the working directory could shadow it (its meta-path finder): informational, and
+# about setuptools, not tfps. Only that module's warnings are silenced.
+PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:::setuptools.command.editable_wheel" \
+  .venv/bin/python -m pip install --quiet -e '.[test]'
 
 unit() {  # stand-ins that raise on import shadow tensorflow, tf_keras and keras
   TFPS_UNIT_LANE=1 PYTHONPATH="tests/unit/no_tensorflow${PYTHONPATH:+:$PYTHONPATH}" \

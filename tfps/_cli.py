@@ -29,6 +29,8 @@ _INT = re.compile(r"[0-9]{1,12}")
 _DECIMAL = re.compile(r"([0-9]{1,12}(\.[0-9]{0,9})?|\.[0-9]{1,9})")
 # The longest bad value an error quotes.
 _QUOTE = 40
+# The longest error message printed (a safety net: messages quote short prefixes already).
+_MAX_LINE = 1000
 
 
 class UsageError(TfpsError):
@@ -77,7 +79,13 @@ def seconds_in(high: float) -> Callable[[str], float]:
 
 
 def exit_on_error(prog: str, error: BaseException) -> int:
-    """Prints ``<prog>: error: <message>`` (one line) on stderr; returns exit code 2."""
-    message = " ".join(str(error).split("\n"))
+    """Prints ``<prog>: error: <message>`` (one line) on stderr; returns exit code 2.
+
+    The messages quote short prefixes of bad values already; the line is also cut at
+    `_MAX_LINE` characters, so that no input can make it long.
+    """
+    message = " ".join(str(error).splitlines())
+    if len(message) > _MAX_LINE:
+        message = message[:_MAX_LINE - 3] + "..."
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     return 2

@@ -11,12 +11,53 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import warnings
+import signal
+import sys
 
-from tfps import _tf
-from tfps.errors import KerasBindingError, KerasBindingWarning
+# The tfps commands. None of them uses tf.keras, and the launcher sets TF_USE_LEGACY_KERAS=1
+# for every task it starts, so a warning about this process's own binding would be noise (a
+# second line before a one-line error).
+_MODULES = ("tfps.launch", "tfps.server")
+_SCRIPTS = {"tfps-launch": "tfps.launch"}
+
+
+def tfps_command(argv: list[str] | None = None) -> str | None:
+    """``"tfps.launch"`` in ``tfps-launch`` / ``python -m tfps.launch[.x]``, ``"tfps.server"``
+    in ``python -m tfps.server``, else None.
+
+    Read from `sys.orig_argv`, which is set before any import (`sys.argv` is still ``-m``
+    while the package of a ``-m`` module is imported).
+    """
+    argv = list(getattr(sys, "orig_argv", ()) if argv is None else argv)
+    words = iter(argv[1:])
+    for word in words:
+        if word in ("-W", "-X"):  # the interpreter options that take a value
+            next(words, None)
+        elif word.startswith("-m"):
+            module = ".".join((word[2:] or next(words, "")).split(".")[:2])
+            return module if module in _MODULES else None
+        elif word == "-c" or not word.startswith("-"):
+            return _SCRIPTS.get(os.path.basename(word))
+    return None
+
+
+# Signals that reached the launcher before `tfps.launch.entry` took them over. Python turns
+# a SIGINT into a KeyboardInterrupt traceback wherever it lands, and `import tfps` (which runs
+# before the entry point: it is the entry point's package) takes 50-200 ms, most of it in
+# importlib.metadata below. So the launcher records SIGINT, SIGTERM and SIGHUP from here on;
+# `tfps.launch.cli.main` adds what was recorded to the entry point's own record. (A signal
+# in the first ~20 ms, while the interpreter itself starts, still gets Python's default.)
+EARLY_SIGNALS: list[int] = []
+if tfps_command() == "tfps.launch":
+    for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(_sig, lambda signum, frame: EARLY_SIGNALS.append(signum))
+
+import importlib.metadata  # noqa: E402  (after the signal handlers: see above)
+import warnings  # noqa: E402
+
+from tfps import _tf  # noqa: E402
+from tfps.errors import KerasBindingError, KerasBindingWarning  # noqa: E402
 
 # Variables tfps sets for every task it launches; the launcher's --dry-run shows them.
 TASK_ENV = {"GRPC_FAIL_FAST": "use_caller", "TF_USE_LEGACY_KERAS": "1"}
@@ -77,6 +118,8 @@ def configure() -> None:
     """Sets the process environment tfps relies on; warns if tf.keras is bound to Keras 3."""
     for key, value in TASK_ENV.items():
         os.environ.setdefault(key, value)
+    if tfps_command() is not None:
+        return
     if os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
         warnings.warn(f"TF_USE_LEGACY_KERAS={os.environ['TF_USE_LEGACY_KERAS']!r}: "
                       + _KERAS3_MESSAGE, KerasBindingWarning, stacklevel=3)

@@ -56,7 +56,7 @@ _LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback")
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost`` and loopback IP addresses (``127.0.0.1``, ``[::1]``)."""
     host = host.strip("[]")
-    if host in _LOOPBACK_NAMES:
+    if host.lower() in _LOOPBACK_NAMES:  # host names are case-insensitive (RFC 4343)
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -122,6 +122,11 @@ def _check_address(address: Any, field: str, source: str | None) -> tuple[str, i
     if not _PORT.fullmatch(port):
         raise ClusterSpecError(f"{field}: port {validate.describe(port, 20)} is not an "
                                f"integer", source)
+    if port.startswith("0") and port != "0":
+        # gRPC gets the address as written: '08080' and '8080' would be one port under two
+        # spellings, and TF compares task addresses as strings.
+        raise ClusterSpecError(f"{field}: port {port!r} has a leading zero (write "
+                               f"{int(port)})", source)
     if not 1 <= int(port) <= 65535:
         raise ClusterSpecError(f"{field}: port {int(port)} is out of range 1-65535", source)
     if not _check_host(host):
@@ -181,6 +186,7 @@ class Cluster:
         A role that is present must hold a list (``chief: false`` is an error, not "none").
         """
         if isinstance(spec, Mapping) and "cluster" in spec:
+            _no_role_beside_cluster(spec, source)
             spec = spec["cluster"]
         if not isinstance(spec, Mapping):
             raise ClusterSpecError(
@@ -218,6 +224,9 @@ class Cluster:
         validate.integer("num_workers", num_workers, low=1, high=MAX_LOCAL_TASKS)
         validate.boolean("chief", chief)
         validate.boolean("evaluator", evaluator)
+        if not isinstance(host, str) or not _check_host(host):
+            raise validate.fail("host", host, "a host name or an IP address of this machine "
+                                              "(IPv6 in brackets)")
         counts = {"chief": int(chief), "ps": num_ps, "worker": num_workers,
                   "evaluator": int(evaluator)}
         try:
@@ -291,6 +300,11 @@ def task_from_env(environ: Mapping[str, str] | None = None) -> TaskId:
 
 
 def _read_env(environ: Mapping[str, str]) -> tuple[Cluster, TaskId]:
+    for key, value in environ.items():  # a dict passed to from_env may hold anything
+        if (key == "TF_CONFIG" or str(key).startswith(("SLURM", "TFPS_"))) and \
+                not isinstance(value, str):
+            raise ClusterSpecError(f"{key}: expected a string, got {type(value).__name__} "
+                                   f"{validate.describe(value, 40)}", "environment")
     if environ.get("TF_CONFIG"):
         return _read_tf_config(environ["TF_CONFIG"])
     if "SLURM_PROCID" in environ:
@@ -306,7 +320,20 @@ def _tf_config(text: str) -> Mapping:
     if not isinstance(config, Mapping):
         raise ClusterSpecError(f"expected a JSON object, got {validate.describe(config)}",
                                "TF_CONFIG")
+    _no_role_beside_cluster(config, "TF_CONFIG")
     return config
+
+
+def _no_role_beside_cluster(config: Mapping, source: str | None) -> None:
+    """A role next to ``cluster`` (``{"cluster": {...}, "ps": [...]}``) was meant to be in it.
+
+    Other keys are the engine's: TF reads ``task`` and ``rpc_layer``, Kubeflow writes
+    ``environment``, Vertex AI ``job``; they are left alone.
+    """
+    for key in config:
+        if key in ROLES:
+            raise ClusterSpecError(f"role {key!r} beside 'cluster' (the roles go inside "
+                                   f"'cluster')", source)
 
 
 def _task_of(config: Mapping) -> TaskId:

@@ -39,7 +39,22 @@ class ClusterSpecError(TfpsError):
     def __init__(self, message: str, source: str | None = None):
         self.source = source
         self.detail = message
-        super().__init__(f"cluster spec {source}: {message}" if source else message)
+        super().__init__(f"cluster spec {_short_source(source)}: {message}" if source
+                         else message)
+
+
+# A source (a path) longer than this is shown as its start and its end: a 5 000-character
+# path must not make the one-line error 5 000 characters long.
+_MAX_SOURCE = 120
+
+
+def _short_source(source) -> str:
+    text = str(source)
+    if not text.isprintable():  # a newline or a terminal escape in a path: show it escaped
+        text = repr(text)[1:-1]
+    if len(text) <= _MAX_SOURCE:
+        return text
+    return f"{text[:40]}...{text[-(_MAX_SOURCE - 43):]}"
 
 
 class ConfigError(TfpsError):

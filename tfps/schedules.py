@@ -26,9 +26,10 @@ from typing import Any, Mapping
 import tensorflow as tf
 import tf_keras
 
+from tfps import validate
 from tfps.errors import ConfigError
 
-__all__ = ["NAMES", "Schedule", "get"]
+__all__ = ["MAX_RATE", "MAX_STEPS", "NAMES", "Schedule", "get"]
 
 # name -> (required arguments, optional arguments with their defaults). The defaults are those
 # of the Keras schedule of the same kind, so `get_config` is complete and explicit.
@@ -51,17 +52,30 @@ _KIND_KEY = "schedule"
 _REGISTERED_NAME = "tfps>Schedule"
 
 
+# Step arguments (warmup_steps, decay_steps, boundaries) become int32 or float32 tensors in
+# Keras's schedules: 2**70 passes a Python check and fails at the first call.
+MAX_STEPS = 2**31 - 1
+# Learning rates and the factors of a decay: any larger value is a typo, and the largest
+# rate times the most workers (validate.MAX_COUNT) stays far inside float32.
+MAX_RATE = 1e6
+# PiecewiseConstantDecay adds ops per boundary: a schedule is a handful of phases.
+MAX_BOUNDARIES = 10_000
+
+
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value))
+    try:
+        return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                and math.isfinite(value))
+    except OverflowError:  # an int too large for a float
+        return False
 
 
-def _fail(name: str, value, requirement: str) -> ConfigError:
-    return ConfigError(f"Argument `{name}` must be {requirement}. Received: {name}={value!r}")
+def _is_step(value) -> bool:
+    return _is_int(value) and 0 <= value <= MAX_STEPS
 
 
 def _check(kind: str, config: dict) -> dict:
@@ -70,41 +84,58 @@ def _check(kind: str, config: dict) -> dict:
     accepted = (*required, *optional, *_COMMON)
     for key in config:
         if key not in accepted:
+            shown = str(key)[:40]  # kwargs keys are strings; a config dict was checked
             raise ConfigError(
-                f"Argument `{key}` is not accepted by schedule {kind!r} (it accepts "
-                f"{', '.join(accepted)}). Received: {key}={config[key]!r}")
+                f"Argument `{shown}` is not accepted by schedule {kind!r} (it accepts "
+                f"{', '.join(accepted)}). Received: {shown}={validate.describe(config[key])}")
     for key in required:
         if key not in config:
             raise ConfigError(f"Argument `{key}` is required by schedule {kind!r}. "
                               f"Received: nothing")
     out = {**optional, **_COMMON, **config}
 
-    def non_negative_int(key, positive=False):
+    def integer(key, low, high, why):
         value = out[key]
-        if not _is_int(value) or value < (1 if positive else 0):
-            raise _fail(key, value, "a positive integer" if positive else "an integer >= 0")
+        if not _is_int(value) or value < low:
+            raise validate.fail(key, value, "a positive integer" if low else "an integer >= 0")
+        if value > high:
+            raise validate.fail(key, value, f"at most {high} ({why})")
         out[key] = int(value)
 
-    def rate(key, value=None):
-        value = out[key] if value is None else value
-        if not _is_number(value) or value < 0:
-            raise _fail(key, value, "a finite number >= 0")
+    def steps(key, low=0):
+        integer(key, low, MAX_STEPS, "steps become int32 and float32 tensors")
+
+    def number(key, value, requirement, ok):
+        if not _is_number(value) or not ok(value):
+            raise validate.fail(key, value, requirement)
+        if value > MAX_RATE:
+            raise validate.fail(key, value, f"at most {MAX_RATE:g}")
         return float(value)
 
-    non_negative_int("warmup_steps")
-    non_negative_int("num_workers", positive=True)
+    def rate(key, value=None):
+        return number(key, out[key] if value is None else value, "a finite number >= 0",
+                      lambda v: v >= 0)
+
+    def factor(key):  # decay_rate, power
+        out[key] = number(key, out[key], "a finite number > 0", lambda v: v > 0)
+
+    steps("warmup_steps")
+    integer("num_workers", 1, validate.MAX_COUNT, "workers of one job")
     if kind == "piecewise":
         boundaries, values = out["boundaries"], out["values"]
-        if not isinstance(boundaries, (list, tuple)) or not all(
-                _is_int(b) and b >= 0 for b in boundaries):
-            raise _fail("boundaries", boundaries, "a list of integers >= 0")
+        if not isinstance(boundaries, (list, tuple)) or not 1 <= len(boundaries) <= \
+                MAX_BOUNDARIES or not all(_is_step(b) for b in boundaries):
+            raise validate.fail("boundaries", boundaries,
+                                f"a list of 1 to {MAX_BOUNDARIES} integers in [0, "
+                                f"{MAX_STEPS}] (for one value, use 'constant')")
         if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
-            raise _fail("boundaries", boundaries, "strictly increasing")
+            raise validate.fail("boundaries", boundaries, "strictly increasing")
         if not isinstance(values, (list, tuple)) or len(values) != len(boundaries) + 1:
             raise ConfigError(
                 f"Argument `values` must have one more element than `boundaries` "
                 f"({len(boundaries)} boundaries need {len(boundaries) + 1} values). "
-                f"Received: values={values!r}, boundaries={boundaries!r}")
+                f"Received: values={validate.describe(values)}, "
+                f"boundaries={validate.describe(boundaries)}")
         out["boundaries"] = [int(b) for b in boundaries]
         out["values"] = [rate("values", v) for v in values]
         return out
@@ -115,23 +146,19 @@ def _check(kind: str, config: dict) -> dict:
                               "when warmup_steps=0. Received: decay_steps=None")
         out["decay_steps"] = out["warmup_steps"]
     if "decay_steps" in out:
-        non_negative_int("decay_steps", positive=True)
+        steps("decay_steps", low=1)
     if kind == "exponential":
-        if not _is_number(out["decay_rate"]) or out["decay_rate"] <= 0:
-            raise _fail("decay_rate", out["decay_rate"], "a finite number > 0")
-        out["decay_rate"] = float(out["decay_rate"])
+        factor("decay_rate")
     if kind == "polynomial":
         out["end_learning_rate"] = rate("end_learning_rate")
-        if not _is_number(out["power"]) or out["power"] <= 0:
-            raise _fail("power", out["power"], "a finite number > 0")
-        out["power"] = float(out["power"])
+        factor("power")
     if kind == "cosine":
         if not _is_number(out["alpha"]) or not 0 <= out["alpha"] <= 1:
-            raise _fail("alpha", out["alpha"], "a number in [0, 1]")
+            raise validate.fail("alpha", out["alpha"], "a number in [0, 1]")
         out["alpha"] = float(out["alpha"])
     for flag in ("staircase", "cycle"):
-        if flag in out and not isinstance(out[flag], bool):
-            raise _fail(flag, out[flag], "True or False")
+        if flag in out:
+            validate.boolean(flag, out[flag])
     return out
 
 
@@ -212,8 +239,7 @@ class Schedule(tf_keras.optimizers.schedules.LearningRateSchedule):
                  **kwargs):
         super().__init__()
         if not isinstance(schedule, str) or schedule not in _SPECS:
-            raise ConfigError(f"Argument `schedule` must be one of {', '.join(NAMES)}. "
-                              f"Received: schedule={schedule!r}")
+            raise validate.fail("schedule", schedule, f"one of {', '.join(NAMES)}")
         self._kind = schedule
         self._config = _check(schedule, dict(kwargs, warmup_steps=warmup_steps,
                                              num_workers=num_workers))
@@ -334,16 +360,21 @@ def get(identifier, **kwargs) -> Schedule:
         if "class_name" in config and isinstance(config.get("config"), Mapping):
             if config["class_name"] not in (_REGISTERED_NAME, "Schedule"):
                 raise ConfigError(f"Argument `identifier` must be the config of a tfps "
-                                  f"schedule. Received: class_name={config['class_name']!r}")
+                                  f"schedule. Received: class_name="
+                                  f"{validate.describe(config['class_name'])}")
             config = dict(config["config"])
         config.update(kwargs)
+        for key in config:
+            if not isinstance(key, str):
+                raise ConfigError(f"Argument `identifier` must be a config dict with string "
+                                  f"keys. Received: key {validate.describe(key, 40)}")
         if _KIND_KEY not in config:
             raise ConfigError(f"Argument `identifier` must be a config dict with a "
                               f"{_KIND_KEY!r} key (from Schedule.get_config). "
-                              f"Received: identifier={identifier!r}")
+                              f"Received: identifier={validate.describe(identifier)}")
         return Schedule.from_config(config)
     if _is_number(identifier):
         return Schedule("constant", initial_learning_rate=identifier, **kwargs)
     raise ConfigError(f"Argument `identifier` must be a schedule name ({', '.join(NAMES)}), "
                       f"a config dict, a number or a Schedule. Received: "
-                      f"identifier={identifier!r}")
+                      f"identifier={validate.describe(identifier)}")

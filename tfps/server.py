@@ -12,6 +12,7 @@ import sys
 from tfps import _cli, _env
 from tfps.cluster import Cluster, TaskId, task_from_env
 from tfps.errors import TfpsError
+from tfps.ports import port_in_use
 
 _env.configure()
 
@@ -26,7 +27,14 @@ def serve(cluster: Cluster, task: TaskId) -> None:
     """Starts the TF server of `task` (a ps or worker task of `cluster`) and blocks forever."""
     if task.type not in ("ps", "worker"):
         raise ServeError(f"only ps and worker tasks run a task server; got task '{task}'")
-    cluster.address(task)  # raises if the task is not in the cluster
+    address = cluster.address(task)  # raises if the task is not in the cluster
+    port = int(address.rpartition(":")[2])
+    # Before TensorFlow's import (seconds, and its start-up log lines): a taken port is
+    # the common failure, and gRPC would report it only after all of that.
+    reason = port_in_use(port)
+    if reason:
+        raise ServeError(f"cannot serve {task} on {address}: port {port} is not free "
+                         f"({reason})")
     from tfps import _tf  # after the checks: bad input costs no TF import
 
     tf = _tf.require()

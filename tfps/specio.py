@@ -183,8 +183,11 @@ def loads_yaml(text: str, source: str) -> Any:
 
     if len(text) > MAX_BYTES:
         raise ClusterSpecError(f"{len(text)} characters; at most {MAX_BYTES}", source)
-    loader = _loader_class()(text, source)
+    loader = None
     try:
+        # The constructor already reads the text: a control character (a terminal escape,
+        # a lone surrogate) raises its ReaderError here, not in get_single_data.
+        loader = _loader_class()(text, source)
         return loader.get_single_data()
     except yaml.YAMLError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -192,4 +195,5 @@ def loads_yaml(text: str, source: str) -> Any:
     except RecursionError:  # a construct path the depth limit does not cover
         raise ClusterSpecError(f"nested deeper than {MAX_DEPTH} levels", source) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

@@ -31,6 +31,8 @@ __all__ = ["boolean", "choice", "count", "describe", "fail", "integer", "number"
 MAX_COUNT = 100_000
 # Longest repr quoted in an error message: a hostile value must not make the message huge.
 _MAX_REPR = 80
+# A list or tuple of at most this many short scalars is shown as itself, not summarised.
+_SHOWN_ITEMS = 8
 
 
 def describe(value: Any, limit: int = _MAX_REPR) -> str:
@@ -41,6 +43,9 @@ def describe(value: Any, limit: int = _MAX_REPR) -> str:
     """
     if isinstance(value, (str, bytes)):
         text = repr(value[:limit + 1])
+    elif isinstance(value, (list, tuple)) and len(value) <= _SHOWN_ITEMS and all(
+            _plain(v, limit) for v in value):
+        text = repr(value)  # a few plain numbers or words: cheap, and clearer shown
     elif isinstance(value, (list, tuple, dict, set, frozenset)):
         text = f"<{type(value).__name__} of {len(value)}>"
     else:
@@ -49,6 +54,15 @@ def describe(value: Any, limit: int = _MAX_REPR) -> str:
         except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
             text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _plain(value: Any, limit: int) -> bool:
+    """A scalar whose repr is short and cheap: shown as itself inside a short list."""
+    if type(value) in (bool, float, type(None)):
+        return True
+    if type(value) is int:
+        return -10**20 < value < 10**20
+    return type(value) in (str, bytes) and len(value) <= limit
 
 
 def fail(name: str, value: Any, requirement: str) -> ConfigError:
@@ -81,8 +95,7 @@ def number(name: str, value: Any, *, low: float | None = None, high: float | Non
     """`value` as a float if it is a finite real number in range (``low_open``: ``> low``)."""
     if value is None and allow_none:
         return None
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value))
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value)
     if ok and low is not None and (value <= low if low_open else value < low):
         ok = False
     if ok and high is not None and value > high:
@@ -94,6 +107,13 @@ def number(name: str, value: Any, *, low: float | None = None, high: float | Non
                                                      else "") + (" or None" if allow_none
                                                                  else ""))
     return float(value)
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (10**400)
+        return False
 
 
 def boolean(name: str, value: Any) -> bool:

@@ -1,4 +1,5 @@
-"""A chief killed (SIGKILL) while it writes a checkpoint never costs the previous one."""
+"""A chief killed (SIGKILL) while it writes a checkpoint never costs the previous one, and the
+next successful save removes the ``_temp`` directory the cut save left."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ if sys.argv[2] == "save":
     for k in range(trainer.restored_step + 1, 10_000):
         trainer.train(k)   # one short step, then a 100 MB checkpoint of step k (at train's end)
         print("saved", k, flush=True)
+if sys.argv[2] == "once":  # one step and one complete save
+    trainer.train(trainer.restored_step + 1)
+    print("saved", trainer.restored_step + 1, flush=True)
 """
 
 # TF writes a checkpoint's shards under "<prefix>_temp/part-*" and only then merges them into
@@ -92,3 +96,11 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
         step, w = int(restored.split()[1]), float(restored.split()[2])
         assert step == latest
         assert w == pytest.approx(1 - 0.8 ** step, rel=1e-5)  # SGD on (w - 1)^2, lr 0.1
+    # The next successful save removes what the cut one left (issue 16: it stayed forever).
+    stale = glob.glob(os.path.join(ckpt_dir, _IN_FLIGHT))
+    assert stale
+    once = subprocess.run([sys.executable, str(script), model_dir, "once"], cwd=REPO,
+                          env=task_env(), capture_output=True, text=True, timeout=180)
+    assert once.returncode == 0, once.stderr[-3000:]
+    assert _latest_recorded(ckpt_dir) == latest + 1
+    assert not glob.glob(os.path.join(ckpt_dir, _IN_FLIGHT)), (stale, os.listdir(ckpt_dir))

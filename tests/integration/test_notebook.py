@@ -94,15 +94,23 @@ def test_notebook_imports_tfps_before_tensorflow_and_shows_the_launch_command():
     nb = _read()
     code = _sources(nb)
     first = lambda needle: next(i for i, s in enumerate(code) if needle in s)  # noqa: E731
-    assert "TFPS_REPO = " in code[0] and "import tfps" in code[0], code[0]
+    assert "TFPS_SOURCE = " in code[0] and "import tfps" in code[0], code[0]
     assert "tf-keras~=" in code[0]  # the tf-keras pin at TensorFlow's minor version
     assert first("import tfps") < first("import tensorflow")
     assert sum("tfps.in_process_cluster(" in s for s in code) == 1  # one cluster per kernel
     assert "tfps-launch" in nb.cells[-1].source
 
 
-def test_readme_has_the_open_in_colab_badge():
+# tfps has no public repository (issue 16): nothing may link to one, or to Colab's view of
+# one. The notebook is reached by its path in the repository.
+_NOWHERE = ("github.com/tfps-dev", "colab.research.google.com/github/")
+
+
+def test_the_notebook_and_the_readme_link_to_no_repository_that_does_not_exist():
+    with open(NOTEBOOK) as f:
+        notebook = f.read()
     with open(os.path.join(REPO, "README.md")) as f:
         readme = f.read()
-    assert ("https://colab.research.google.com/github/tfps-dev/tfps/blob/main/"
-            "examples/colab_demo.ipynb") in readme
+    for text, name in ((notebook, "colab_demo.ipynb"), (readme, "README.md")):
+        assert not [n for n in _NOWHERE if n in text], name
+    assert "(examples/colab_demo.ipynb)" in readme

@@ -187,3 +187,39 @@ def test_undecodable_file(tmp_path):
     with pytest.raises(errors.ClusterSpecError,
                        match=r"cannot read file: not UTF-8 text \(byte 0 is b'\\xff'\)"):
         tfps.Cluster.from_file(str(path))
+
+
+# ------------------------------------------------------------------------------ issue 16 edges
+def test_engine_keys_beside_cluster_are_left_alone_but_roles_are_refused():
+    """Kubeflow writes "environment", Vertex AI "job", TF reads "rpc_layer": accepted. A role
+    next to "cluster" was meant to be inside it."""
+    config = {"cluster": {"ps": ["h:1"], "worker": ["h:2"]}, "task": {"type": "ps", "index": 0},
+              "environment": "cloud", "job": {"args": []}, "rpc_layer": "grpc"}
+    assert tfps.Cluster.from_env({"TF_CONFIG": json.dumps(config)}).num_ps == 1
+    assert task_from_env({"TF_CONFIG": json.dumps(config)}) == TaskId("ps", 0)
+    with pytest.raises(errors.ClusterSpecError, match="TF_CONFIG: role 'worker' beside"):
+        tfps.Cluster.from_env({"TF_CONFIG": json.dumps(dict(config, worker=["h:3"]))})
+
+
+def test_a_task_index_written_as_a_string_of_digits_is_read():
+    # Kubeflow writes an integer; "1" is unambiguous and TF's own resolver takes it too.
+    text = '{"cluster": {"ps": ["h:1"], "worker": ["h:2", "h:3"]}, ' \
+           '"task": {"type": "worker", "index": "1"}}'
+    assert task_from_env({"TF_CONFIG": text}) == TaskId("worker", 1)
+
+
+def test_loopback_names_are_case_insensitive_and_one_host():
+    assert tfps.cluster.is_loopback_host("LOCALHOST")
+    with pytest.raises(errors.ClusterSpecError, match="already used by ps"):
+        tfps.Cluster.from_dict({"ps": ["localhost:5"], "worker": ["LocalHost:5"]})
+
+
+def test_ports_are_written_without_leading_zeros():
+    with pytest.raises(errors.ClusterSpecError, match="port '022' has a leading zero"):
+        tfps.Cluster.from_dict({"ps": ["h:022"], "worker": ["h:2"]})
+
+
+def test_a_long_source_is_shown_by_its_ends():
+    source = "/very/" + "long/" * 1000 + "spec.yaml"
+    message = str(errors.ClusterSpecError("ps: bad", source))
+    assert len(message) < 150 and message.endswith("long/long/spec.yaml: ps: bad"), message

@@ -8,20 +8,39 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
 import selectors
 import time
-from typing import IO
+from typing import IO, Iterable
 
-__all__ = ["Output", "default_log_dir", "log_file_name"]
+__all__ = ["Output", "check_log_dir", "default_log_dir", "gpu_absent", "is_noise",
+           "log_file_name"]
 
 # INFO lines TF 2.21 prints in every process before absl's C++ logging is initialized, so
 # TF_CPP_MIN_LOG_LEVEL=2 does not hide them. Unless --verbose, they are kept out of the
 # terminal (log files keep everything).
 _NOISE = re.compile(rb"WARNING: All log messages before absl::InitializeLog\(\) is called"
                     rb"|cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine")
+# The CUDA probe of every TF process on a machine without an NVIDIA GPU: an ERROR-level line
+# (`E0000 ... cuda_platform.cc:52] failed call to cuInit: ... UNKNOWN ERROR (303)`), so
+# TF_CPP_MIN_LOG_LEVEL=2 lets it through. Hidden from the terminal only where no NVIDIA
+# device exists (`gpu_absent`): on a GPU machine a failed cuInit is news.
+_NO_GPU_NOISE = re.compile(rb"\] failed call to cuInit: ")
+# Device nodes the NVIDIA driver creates (also inside containers that are given a GPU).
+_NVIDIA_DEVICES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia")
+
+
+def gpu_absent() -> bool:
+    """True when this machine has no NVIDIA device for TensorFlow to find."""
+    return not any(os.path.exists(p) for p in _NVIDIA_DEVICES)
+
+
+def is_noise(line: bytes, no_gpu: bool) -> bool:
+    """True for a TF start-up line that the terminal does not show (unless --verbose)."""
+    return bool(_NOISE.search(line) or (no_gpu and _NO_GPU_NOISE.search(line)))
 
 
 # Bytes read from a task's pipe at a time.
@@ -38,6 +57,32 @@ def log_file_name(label: str) -> str:
     return label.replace(":", "-") + ".log"
 
 
+def check_log_dir(log_dir: str, labels: Iterable[str]) -> None:
+    """Raises OSError (naming the path) unless every log file of the run can be written.
+
+    Called before anything is created or started: a ``chief.log`` that is a directory would
+    otherwise fail the chief's start after ps and workers were already running.
+    """
+    def fail(cls, code, path):
+        raise cls(code, os.strerror(code), path)
+
+    if os.path.lexists(log_dir) and not os.path.isdir(log_dir):
+        fail(NotADirectoryError, errno.ENOTDIR, log_dir)
+    existing = os.path.abspath(log_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        fail(NotADirectoryError, errno.ENOTDIR, existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(PermissionError, errno.EACCES, existing)
+    for name in ("launcher.log", *(log_file_name(label) for label in labels)):
+        path = os.path.join(log_dir, name)
+        if os.path.isdir(path):
+            fail(IsADirectoryError, errno.EISDIR, path)
+        if os.path.lexists(path) and not os.access(path, os.W_OK):
+            fail(PermissionError, errno.EACCES, path)
+
+
 class Output:
     """All lines of the launcher and its tasks, from one thread.
 
@@ -51,6 +96,7 @@ class Output:
                  verbose: bool = False):
         self.log_dir = log_dir
         self._verbose = verbose
+        self._no_gpu = gpu_absent()
         os.makedirs(log_dir, exist_ok=True)
         self._out = out or sys.stdout
         self._err = err or sys.stderr
@@ -122,7 +168,7 @@ class Output:
             s.log.flush()
         except (OSError, ValueError):
             pass
-        if not self._verbose and _NOISE.search(line):
+        if not self._verbose and is_noise(line, self._no_gpu):
             return
         _safe_write(self._out, (s.prefix + line).decode("utf-8", "replace"))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import warnings
 
 from tfps._cli import UsageError, quote
 
@@ -18,6 +19,9 @@ __all__ = ["check_runnable"]
 
 # Bytes read to find the #! line (Linux reads at most 256).
 _HEAD = 256
+# A .py larger than this is not compiled ahead (compiling costs ~1 s per 10 MB); Python
+# itself still reports its syntax errors when the chief starts.
+_MAX_COMPILE_BYTES = 8 << 20
 
 
 def check_runnable(script: str) -> None:
@@ -33,6 +37,7 @@ def check_runnable(script: str) -> None:
     if not os.access(script, os.R_OK):
         raise UsageError(f"script {shown}: not readable")
     if script.endswith(".py"):
+        _check_python(script, shown)
         return
     if not os.access(script, os.X_OK):
         raise UsageError(f"script {shown}: not executable (only .py files run under Python)")
@@ -58,3 +63,29 @@ def check_runnable(script: str) -> None:
     if not (os.path.isfile(interpreter) and os.access(interpreter, os.X_OK)):
         raise UsageError(f"script {shown}: its interpreter {quote(interpreter)} (#!{line}) "
                          f"does not exist or is not executable")
+
+
+def _check_python(script: str, shown: str) -> None:
+    """A ``.py`` must compile under the launcher's Python (the one that will run it): a
+    syntax error, binary garbage or NUL bytes would otherwise surface only after ps and
+    workers started."""
+    try:
+        with open(script, "rb") as f:
+            source = f.read(_MAX_COMPILE_BYTES + 1)
+    except OSError as e:
+        raise UsageError(f"script {shown}: {e.strerror or e}") from None
+    if len(source) > _MAX_COMPILE_BYTES:
+        return
+    try:
+        with warnings.catch_warnings():  # SyntaxWarnings are the script's own business
+            warnings.simplefilter("ignore")
+            compile(source, script, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        where = f" (line {e.lineno})" if e.lineno else ""
+        raise UsageError(f"script {shown}: not valid Python{where}: "
+                         f"{quote(str(e.msg or e))}") from None
+    except (ValueError, UnicodeDecodeError) as e:  # NUL bytes; an undecodable file
+        raise UsageError(f"script {shown}: not valid Python: {quote(str(e))}") from None
+    except (MemoryError, RecursionError):  # pathological nesting: Python would fail too
+        raise UsageError(f"script {shown}: not valid Python (too deeply nested to compile)"
+                         ) from None

@@ -1,0 +1,490 @@
+"""Hostile inputs to `tfps-launch` and `python -m tfps.server`, as data (issue 16).
+
+The promise for every case: exit code 2, exactly one line on stderr (``<prog>: error: ...``),
+no traceback, within 30 s, nothing started (no task process, no log directory) and nothing
+left behind. Two runners use this table: ``tests/unit/test_hostile.py`` calls
+`tfps.launch.cli.main` / `tfps.server.main` in-process (no subprocess, no TensorFlow), and
+``tests/integration/test_hostile_processes.py`` runs the real executables as processes.
+
+A case is a `Case`: ``argv`` for the program, ``env`` added to a clean environment (every
+``TF_CONFIG``, ``SLURM*`` and ``TFPS_*`` variable is removed first), ``files`` written into the
+case's own directory, which is also the working directory. Placeholders in argv, env values
+and text files: ``{d}`` the case directory, ``{chief}`` a trivial chief script there,
+``{busy}`` a port the runner holds (listening), ``{free}`` / ``{free2}`` ports that are free.
+A file's content is text, bytes, a zero-argument callable returning either, or a dict:
+``{"fifo": True}``, ``{"dir": True}``, ``{"symlink": target}``, ``{"mode": 0o755, "data": ...}``.
+
+The classes are those of issue 16; ``tests/unit/test_hostile.py`` checks that each has several
+cases. Most cases come from a census of 330 hostile inputs run against the code before the
+issue; the ones that still broke the promise afterwards are marked ``census-break``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import socket
+import stat
+from typing import Callable
+
+CLASSES = ("parser", "numbers", "hosts", "flags", "spec-shapes", "scripts", "env",
+           "launch-time", "server")
+# A trivial chief: never runs (every case is refused first), but must be a runnable script.
+CHIEF = "print('chief ran', flush=True)\n"
+# The longest a case may take, start to exit, the process's own start included.
+MAX_WALL_S = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    id: str
+    cls: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    files: tuple[tuple[str, object], ...] = ()
+    program: str = "launch"  # or "server"
+    note: str = ""
+    # As root, file modes do not stop reads (CAP_DAC_OVERRIDE): the in-process runner skips
+    # the case there; the process runner drops those capabilities with setpriv.
+    needs_no_dac_override: bool = False
+
+    def __str__(self) -> str:
+        return self.id
+
+
+CASES: list[Case] = []
+
+
+def case(id, cls, argv, *, env=None, files=None, program="launch", note="",
+         needs_no_dac_override=False):
+    assert cls in CLASSES, cls
+    assert all(c.id != id for c in CASES), id
+    CASES.append(Case(id, cls, tuple(argv), tuple((env or {}).items()),
+                      tuple((files or {}).items()), program, note, needs_no_dac_override))
+
+
+def spec(ps=("localhost:1",), worker=("localhost:2",), chief=("localhost:3",), **extra) -> str:
+    """A YAML spec (flow style, every address quoted); a role given as None is left out."""
+    roles = {"chief": chief, "ps": ps, "worker": worker, **extra}
+    return "".join(f"{k}: {json.dumps(list(v))}\n" for k, v in roles.items() if v is not None)
+
+
+def tf_config(cluster=None, task=None) -> str:
+    cluster = cluster or {"chief": ["localhost:3"], "ps": ["localhost:1"],
+                          "worker": ["localhost:2"]}
+    return json.dumps({"cluster": cluster, "task": task or {"type": "worker", "index": 0}})
+
+
+def tf_index(raw: str) -> str:
+    """A TF_CONFIG whose task index is the raw JSON text `raw`."""
+    return ('{"cluster": {"chief": ["localhost:3"], "ps": ["localhost:1"], '
+            '"worker": ["localhost:2", "localhost:4"]}, '
+            '"task": {"type": "worker", "index": ' + raw + '}}')
+
+
+def _bomb(depth=9, width=9) -> str:
+    """A YAML flow list whose anchors b0..b8 each hold 9 aliases of the previous: 9**8 leaves."""
+    parts = ["&b0 [lol]"] + [f"&b{i} [" + ", ".join([f"*b{i - 1}"] * width) + "]"
+                             for i in range(1, depth)]
+    return "[" + ", ".join(parts) + "]"
+
+
+SPEC = "{d}/spec.yaml"
+DRY = "--dry-run"
+SLURM = {"SLURM_STEP_NUM_TASKS": "3", "SLURM_STEP_NODELIST": "n1",
+         "SLURM_STEP_TASKS_PER_NODE": "3", "TFPS_NUM_PS": "1"}
+
+# ================================================================ parsers that recurse or expand
+C = "parser"
+case("yaml-5000-unclosed-brackets", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": lambda: "[" * 5000}, note="was a 3000-line RecursionError")
+case("yaml-deep-map", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": lambda: "{a: " * 5000 + "1" + "}" * 5000})
+case("yaml-deep-block-sequences", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": lambda: "".join(" " * i + "-\n" for i in range(3000))})
+case("json-deep-list", C, ["--spec", "{d}/spec.json", "{chief}"],
+     files={"spec.json": lambda: "[" * 5000 + "]" * 5000})
+case("yaml-alias-bomb-as-chief", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": lambda: "evaluator: " + _bomb() + "\nchief: [*b8]\n"
+                                 "ps: [localhost:1]\nworker: [localhost:2]\n"},
+     note="the message used to format the whole expanded value (398 MB)")
+case("yaml-alias-bomb-in-ps-mapping", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": lambda: "evaluator: " + _bomb() + "\nps: {k: *b8}\n"
+                                 "worker: [localhost:2]\n"})
+case("yaml-alias-bomb-top-level", C, ["--spec", SPEC, "{chief}"], files={"spec.yaml": _bomb})
+case("spec-dev-zero", C, ["--spec", "/dev/zero", "{chief}"], note="was MemoryError")
+case("spec-dev-urandom", C, ["--spec", "/dev/urandom", "{chief}"])
+case("spec-fifo", C, ["--spec", "{d}/fifo.yaml", "{chief}"], files={"fifo.yaml": {"fifo": True}},
+     note="open() of a FIFO without a writer used to block forever")
+case("spec-50mb-yaml", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": lambda: "ps: [localhost:1]\nchief: [localhost:3]\nworker:\n" + "".join(
+         f"- h{i}.example:{1 + i}\n" for i in range(50_000)) * 40},
+     note="50 MB: PyYAML ran for minutes")
+case("spec-50mb-json", C, ["--spec", "{d}/spec.json", "{chief}"],
+     files={"spec.json": lambda: json.dumps({"ps": ["localhost:1"], "worker": [
+         f"h{i}.example:{1 + i}" for i in range(50_000)] * 40})})
+case("spec-control-characters", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": "ps: [localhost:1]\x07\x1b[31m\nworker: [localhost:2]\n"},
+     note="census-break: PyYAML's ReaderError escaped (exit 1, traceback)")
+case("spec-binary-garbage", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": lambda: random.Random(1).randbytes(4096)})
+case("spec-utf16", C, ["--spec", SPEC, "{chief}"], files={"spec.yaml": spec().encode("utf-16")})
+case("spec-is-a-directory", C, ["--spec", "{d}", "{chief}"])
+case("spec-missing", C, ["--spec", "{d}/nope.yaml", "{chief}"])
+case("spec-empty-path", C, ["--spec", "", DRY, "{chief}"])
+case("spec-path-5000-chars", C, ["--spec", "{d}/" + "x" * 5000, "{chief}"],
+     note="census-break: the path was echoed whole (a 5 KB line)")
+case("spec-python-tag", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": "ps: !!python/object/apply:os.system ['true']\n"})
+case("tfconfig-5000-nested-lists", C, ["--from-env", "{chief}"],
+     env={"TF_CONFIG": "[" * 5000 + "]" * 5000})
+case("tfconfig-deep-task", C, ["--from-env", "{chief}"],
+     env={"TF_CONFIG": '{"cluster": {"ps": ["localhost:1"], "worker": ["localhost:2"]}, '
+                       '"task": ' + '{"a":' * 5000 + "1" + "}" * 5000 + "}"})
+
+# ================================================================ numbers
+C = "numbers"
+for cid, port in [("fullwidth", "８０８０"), ("underscore", "8_080"), ("spaces", " 8080 "),
+                  ("plus", "+8080"), ("arabic-indic", "٨٠٨٠"), ("zero", "0"),
+                  ("leading-zero", "08080"), ("huge", "1" + "0" * 30), ("hex", "0x1f90")]:
+    case(f"spec-port-{cid}", C, ["--spec", SPEC, DRY, "{chief}"],
+         files={"spec.yaml": spec(ps=[f"localhost:{port}"])},
+         note="census-break: a leading zero passed" if cid == "leading-zero" else "")
+for cid, value in [("underscore", "1_0"), ("fullwidth", "２"), ("plus", "+2"), ("huge", "99999"),
+                   ("5000-digits", "9" * 5000), ("over-local-max", "65")]:
+    case(f"num-ps-{cid}", C, ["--num-ps", value, DRY, "{chief}"])
+case("num-workers-10e30", C, ["--num-workers", str(10 ** 30), DRY, "{chief}"])
+case("gpus-per-worker-1e9", C, ["--gpus-per-worker", str(10 ** 9), DRY, "{chief}"],
+     note="used to build a 10**9-entry CUDA_VISIBLE_DEVICES")
+case("gpus-per-worker-fullwidth", C, ["--gpus-per-worker", "１", DRY, "{chief}"])
+for cid, value in [("1e308", "1e308"), ("nan", "nan"), ("inf", "inf"), ("zero", "0"),
+                   ("fullwidth", "５"), ("400-digits", "9" * 400)]:
+    case(f"grace-period-{cid}", C, ["--grace-period", value, DRY, "{chief}"])
+for cid, value in [("10e30", str(10 ** 30)), ("minus-zero", "-0"), ("underscore", "1_0")]:
+    case(f"max-restarts-{cid}", C, ["--max-restarts", value, DRY, "{chief}"])
+for cid, raw in [("0.9", "0.9"), ("Infinity", "Infinity"), ("1e400", "1e400"), ("true", "true"),
+                 ("minus-1", "-1"), ("10e30", str(10 ** 30)), ("fullwidth-string", '"１"')]:
+    case(f"tfconfig-index-{cid}", C, ["--from-env", DRY, "{chief}"],
+         env={"TF_CONFIG": tf_index(raw)},
+         note="0.9 used to be worker 0; Infinity an OverflowError" if cid == "0.9" else "")
+for cid, value in [("1e400s", "worker:0@1e400s"), ("fullwidth-time", "worker:0@１s"),
+                   ("400-digits", "worker:0@" + "9" * 400 + "s"), ("negative", "worker:0@-1s"),
+                   ("fullwidth-index", "worker:０@1s"), ("eight-days", "worker:0@11520m")]:
+    case(f"inject-fault-{cid}", C, ["--inject-fault", value, DRY, "{chief}"])
+
+# ================================================================ hosts
+C = "hosts"
+case("two-names-for-one-address", C, ["--spec", SPEC, DRY, "{chief}"],
+     files={"spec.yaml": spec(ps=["localhost:22221"], worker=["127.0.0.1:22221"],
+                              chief=["localhost:22223"])},
+     note="used to pass, then fail after 3 restarts with an EagerService context clash")
+case("ipv6-and-ipv4-loopback-one-port", C, ["--spec", SPEC, DRY, "{chief}"],
+     files={"spec.yaml": spec(ps=["[::1]:22221"], worker=["127.0.0.1:22221"])})
+case("localhost-in-capitals-one-port", C, ["--spec", SPEC, "--network", "host", DRY, "{chief}"],
+     files={"spec.yaml": spec(ps=["localhost:{free}"], worker=["LOCALHOST:{free}"],
+                              chief=["localhost:{free2}"])})
+case("host-network-127.1-and-localhost", C, ["--spec", SPEC, "--network", "host", DRY, "{chief}"],
+     files={"spec.yaml": spec(ps=["localhost:{free}"], worker=["127.1:{free}"],
+                              chief=["localhost:{free2}"])},
+     note="two spellings the resolver maps to one socket")
+case("host-with-space", C, ["--spec", SPEC, "--network", "host", DRY, "{chief}"],
+     files={"spec.yaml": spec(ps=["local host:1"])})
+case("host-with-space-one-task", C, ["--spec", SPEC, "--task", "ps:0", DRY, "{chief}"],
+     files={"spec.yaml": spec(ps=["local host:1"])})
+case("host-with-nul", C, ["--spec", SPEC, "--network", "host", DRY, "{chief}"],
+     files={"spec.yaml": 'chief: ["localhost:3"]\nps: ["local\\0host:1"]\n'
+                         'worker: ["localhost:2"]\n'})
+case("host-with-newline", C, ["--spec", SPEC, "--network", "host", DRY, "{chief}"],
+     files={"spec.yaml": 'chief: ["localhost:3"]\nps: ["localhost\\n:1"]\n'
+                         'worker: ["localhost:2"]\n'})
+case("host-70000-chars", C, ["--spec", SPEC, "--network", "host", DRY, "{chief}"],
+     files={"spec.yaml": lambda: spec(ps=["a" * 70000 + ":1"])})
+case("host-70000-chars-doctor", C, ["--doctor", "--spec", SPEC],
+     files={"spec.yaml": lambda: spec(ps=["a" * 70000 + ":1"])})
+case("host-fullwidth-localhost", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": spec(ps=["ｌｏｃａｌｈｏｓｔ:1"])})
+case("ipv6-without-brackets", C, ["--spec", SPEC, DRY, "{chief}"],
+     files={"spec.yaml": spec(ps=["::1:22221"])})
+case("ipv6-unbalanced-bracket", C, ["--spec", SPEC, DRY, "{chief}"],
+     files={"spec.yaml": spec(ps=["[::1:22221"])})
+case("two-ports", C, ["--spec", SPEC, "--network", "host", DRY, "{chief}"],
+     files={"spec.yaml": spec(ps=["localhost:1:2"])})
+case("empty-host", C, ["--spec", SPEC, "{chief}"], files={"spec.yaml": spec(ps=[":1"])})
+case("unresolvable-host-all-here", C, ["--spec", SPEC, "--network", "host", DRY, "{chief}"],
+     files={"spec.yaml": spec(ps=["no-such-host.invalid:22221"])},
+     note="census-break: every task runs here, yet a host is not this machine")
+case("not-loopback-in-private-network", C, ["--spec", SPEC, DRY, "{chief}"],
+     files={"spec.yaml": spec(ps=["10.1.2.3:22221"])})
+
+# ================================================================ flags a mode would ignore
+C = "flags"
+case("emit-spec-and-num-ps", C,
+     ["--emit", "tfjob", "--spec", SPEC, "--num-ps", "5", "--image", "r/i:1", "{chief}"],
+     files={"spec.yaml": spec()}, note="used to exit 0 with --num-ps ignored")
+case("emit-inject-fault", C, ["--emit", "slurm", "--inject-fault", "garbage", "{chief}"])
+case("emit-task", C, ["--emit", "slurm", "--task", "worker:0", "{chief}"])
+case("emit-from-env", C, ["--emit", "slurm", "--from-env", "{chief}"],
+     env={"TF_CONFIG": "garbage"})
+case("emit-dry-run", C, ["--emit", "slurm", DRY, "{chief}"])
+case("emit-network", C, ["--emit", "tfjob", "--image", "r/i:1", "--network", "host",
+                         "{chief}"])
+case("emit-and-doctor", C, ["--emit", "slurm", "--doctor", "{chief}"])
+case("doctor-task", C, ["--doctor", "--spec", SPEC, "--task", "ps:0"], files={"spec.yaml": spec()})
+case("doctor-from-env", C, ["--doctor", "--from-env"], env={"TF_CONFIG": "garbage"})
+case("doctor-script", C, ["--doctor", "{chief}"])
+case("doctor-gpus", C, ["--doctor", "--gpus-per-worker", "3"])
+case("task-without-spec", C, ["--task", "worker:0", "{chief}"])
+case("task-empty", C, ["--spec", SPEC, "--task", "", DRY, "{chief}"], files={"spec.yaml": spec()},
+     note="used to run every task of the spec")
+case("task-not-in-spec", C, ["--spec", SPEC, "--task", "worker:7", DRY, "{chief}"],
+     files={"spec.yaml": spec()})
+case("from-env-and-spec", C, ["--from-env", "--spec", SPEC, DRY, "{chief}"],
+     env={"TF_CONFIG": tf_config()}, files={"spec.yaml": spec()})
+case("from-env-and-network", C, ["--from-env", "--network", "private", DRY, "{chief}"],
+     env={"TF_CONFIG": tf_config()})
+case("spec-and-counts", C, ["--spec", SPEC, "--num-workers", "3", DRY, "{chief}"],
+     files={"spec.yaml": spec()})
+case("log-dir-empty", C, ["--log-dir", "", DRY, "{chief}"],
+     note="census-break: used the default directory silently")
+case("model-bytes-without-doctor", C, ["--model-bytes", "6GB", DRY, "{chief}"])
+case("unknown-flag", C, ["--num-servers", "2", "{chief}"])
+
+# ================================================================ spec shapes
+C = "spec-shapes"
+_BASE = {"chief": "chief: [localhost:3]\n", "ps": "ps: [localhost:1]\n",
+         "worker": "worker: [localhost:2]\n"}
+for cid, text in [("chief-false", "chief: false\n"), ("chief-0", "chief: 0\n"),
+                  ("chief-empty-string", "chief: ''\n"), ("ps-null", "ps: null\n"),
+                  ("ps-empty-map", "ps: {}\n"), ("worker-string", "worker: 'h:1'\n"),
+                  ("worker-int", "worker: [5]\n"), ("worker-nested-list", "worker: [[h:2]]\n"),
+                  ("two-evaluators", "evaluator: [localhost:7, localhost:8]\n"),
+                  ("role-in-capitals", "PS: [localhost:9]\n"), ("unknown-key", "foo: 1\n")]:
+    role = text.split(":")[0]
+    body = "".join(text if r == role else t for r, t in _BASE.items())
+    if role not in _BASE:
+        body += text
+    case(f"shape-{cid}", C, ["--spec", SPEC, DRY, "{chief}"], files={"spec.yaml": body},
+         note="'chief: false' used to mean no chief: ps and workers ran forever"
+         if cid == "chief-false" else "")
+case("shape-duplicate-ps-key", C, ["--spec", SPEC, DRY, "{chief}"],
+     files={"spec.yaml": "chief: [localhost:3]\nps: [localhost:1]\nps: [localhost:5]\n"
+                         "worker: [localhost:2]\n"}, note="used to keep the last silently")
+case("shape-duplicate-key-json", C, ["--spec", "{d}/spec.json", DRY, "{chief}"],
+     files={"spec.json": '{"chief": ["localhost:3"], "ps": ["localhost:1"], '
+                         '"ps": ["localhost:5"], "worker": ["localhost:2"]}'})
+case("shape-tf-config-with-a-role-beside-cluster", C, ["--spec", SPEC, DRY, "{chief}"],
+     files={"spec.yaml": "cluster: {chief: [localhost:3], ps: [localhost:1], "
+                         "worker: [localhost:2]}\nps: [localhost:9]\n"},
+     note="census-break: roles beside 'cluster' were dropped silently")
+case("shape-cluster-null", C, ["--spec", SPEC, "{chief}"], files={"spec.yaml": "cluster: ~\n"})
+case("shape-no-chief", C, ["--spec", SPEC, DRY, "{chief}"],
+     files={"spec.yaml": "ps: [localhost:1]\nworker: [localhost:2]\n"})
+case("shape-two-documents", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": spec() + "---\n" + spec()})
+case("shape-top-level-list", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": "- localhost:1\n- localhost:2\n"})
+case("shape-empty-file", C, ["--spec", SPEC, "{chief}"], files={"spec.yaml": ""})
+case("shape-unhashable-key", C, ["--spec", SPEC, "{chief}"],
+     files={"spec.yaml": "? [a, b]\n: [localhost:1]\n"})
+
+# ================================================================ scripts that cannot run
+C = "scripts"
+case("script-executable-without-shebang", C, ["{d}/noshebang"],
+     files={"noshebang": {"mode": 0o755, "data": "print('hi')\n"}},
+     note="used to start ps and workers, then fail")
+case("script-shebang-to-missing-interpreter", C, ["{d}/badshebang"],
+     files={"badshebang": {"mode": 0o755, "data": "#!/nonexistent/python\nprint('hi')\n"}},
+     note="used to report the script itself as missing")
+case("script-env-shebang-to-missing-interpreter", C, ["{d}/envshebang"],
+     files={"envshebang": {"mode": 0o755,
+                           "data": "#!/usr/bin/env no-such-interpreter-tfps\nprint('hi')\n"}})
+case("script-shebang-to-directory", C, ["{d}/dirshebang"],
+     files={"dirshebang": {"mode": 0o755, "data": "#!/tmp\nprint('hi')\n"}})
+case("script-not-executable", C, ["{d}/noexec"],
+     files={"noexec": {"mode": 0o644, "data": "#!/bin/sh\n"}})
+case("script-directory", C, ["{d}/adir"], files={"adir": {"dir": True}})
+case("script-directory-named-py", C, ["{d}/adir.py"], files={"adir.py": {"dir": True}})
+case("script-fifo", C, ["{d}/fifo.py"], files={"fifo.py": {"fifo": True}})
+case("script-dev-null", C, ["/dev/null"])
+case("script-broken-symlink", C, ["{d}/link.py"], files={"link.py": {"symlink": "/nonexistent"}})
+case("script-missing", C, ["{d}/missing.py"])
+case("script-empty-name", C, [""])
+case("script-none", C, ["--num-ps", "1"])
+case("script-binary-py", C, ["{d}/garbage.py"],
+     files={"garbage.py": lambda: b"\x00" + random.Random(3).randbytes(511)},
+     note="census-break: the cluster started and the chief exited 1")
+case("script-syntax-error", C, ["{d}/broken.py"], files={"broken.py": "def f(:\n    pass\n"})
+case("script-unreadable-py", C, ["{d}/secret.py"],
+     files={"secret.py": {"mode": 0o200, "data": "print('hi')\n"}},
+     needs_no_dac_override=True)
+case("script-unreadable-executable", C, ["{d}/secret.sh"],
+     files={"secret.sh": {"mode": 0o311, "data": "#!/bin/sh\necho hi\n"}},
+     needs_no_dac_override=True)
+
+# ================================================================ environment (--from-env)
+C = "env"
+for cid, text in [("not-json", "{cluster: x"), ("null", "null"), ("blank", "   "),
+                  ("list", "[1, 2]"), ("invalid-utf8", b'{"c": \xff}'.decode("utf-8",
+                                                                           "surrogateescape")),
+                  ("duplicate-task-key", '{"cluster": {"ps": ["localhost:1"], "worker": '
+                   '["localhost:2"]}, "task": {"type": "ps", "index": 0}, "task": {"type": '
+                   '"worker", "index": 0}}'),
+                  ("extra-top-level-role", '{"cluster": {"ps": ["localhost:1"], "worker": '
+                   '["localhost:2"]}, "task": {"type": "worker", "index": 0}, '
+                   '"ps": ["evil:1"]}'),
+                  ("type-in-capitals", tf_config(task={"type": "PS", "index": 0})),
+                  ("type-null", tf_config(task={"type": None, "index": 0})),
+                  ("task-not-in-cluster", tf_config(task={"type": "worker", "index": 3}))]:
+    case(f"tfconfig-{cid}", C, ["--from-env", DRY, "{chief}"], env={"TF_CONFIG": text},
+         note="census-break: a role beside 'cluster' was dropped"
+         if cid == "extra-top-level-role" else "")
+for cid, env in [("procid-abc", {"SLURM_PROCID": "abc", **SLURM}),
+                 ("procid-only", {"SLURM_PROCID": "0"}),
+                 ("procid-negative", {"SLURM_PROCID": "-1", **SLURM}),
+                 ("nodelist-10e8-hosts", {"SLURM_PROCID": "0", **SLURM,
+                                          "SLURM_STEP_NODELIST": "n[1-99999999]"}),
+                 ("tasks-per-node-huge", {"SLURM_PROCID": "0", **SLURM,
+                                          "SLURM_STEP_TASKS_PER_NODE": "1(x999999999)"}),
+                 ("port-base-fullwidth", {"SLURM_PROCID": "2", **SLURM,
+                                          "TFPS_PORT_BASE": "８８８８"}),
+                 ("num-ps-underscore", {"SLURM_PROCID": "2", **SLURM, "TFPS_NUM_PS": "1_0"}),
+                 ("num-ps-missing", {"SLURM_PROCID": "2", **{k: v for k, v in SLURM.items()
+                                                             if k != "TFPS_NUM_PS"}})]:
+    case(f"slurm-{cid}", C, ["--from-env", DRY, "{chief}"], env=env,
+         note="used to import all of TensorFlow first (5-16 s, 6 log lines)"
+         if cid == "procid-abc" else "")
+case("from-env-nothing-set", C, ["--from-env", "{chief}"])
+case("legacy-keras-0-and-a-bad-flag", C, ["--num-ps", "0", "{chief}"],
+     env={"TF_USE_LEGACY_KERAS": "0"},
+     note="census-break: import tfps added a 2-line KerasBindingWarning to the launcher")
+
+# ================================================================ launch time (before any task)
+C = "launch-time"
+case("log-dir-is-a-file", C, ["--num-ps", "1", "--num-workers", "1", "--log-dir", "{d}/afile",
+                              "{chief}"], files={"afile": "x"})
+case("log-dir-chief-log-is-a-directory", C,
+     ["--num-ps", "1", "--num-workers", "1", "--log-dir", "{d}/logs", "{chief}"],
+     files={"logs/chief.log": {"dir": True}},
+     note="census-break: traceback after ps and worker had started")
+case("log-dir-ps-log-is-a-directory", C,
+     ["--num-ps", "1", "--num-workers", "1", "--log-dir", "{d}/logs", "{chief}"],
+     files={"logs/ps-0.log": {"dir": True}}, note="census-break: traceback")
+case("log-dir-launcher-log-is-a-directory", C,
+     ["--num-ps", "1", "--num-workers", "1", "--log-dir", "{d}/logs", "{chief}"],
+     files={"logs/launcher.log": {"dir": True}})
+case("port-in-use-host-network", C, ["--spec", SPEC, "--network", "host", "--log-dir",
+                                     "{d}/logs", "{chief}"],
+     files={"spec.yaml": spec(ps=["localhost:{busy}"], worker=["localhost:{free}"],
+                              chief=["localhost:{free2}"])})
+case("port-in-use-one-task", C, ["--spec", SPEC, "--task", "ps:0", "--log-dir", "{d}/logs",
+                                 "{chief}"],
+     files={"spec.yaml": spec(ps=["localhost:{busy}"])})
+
+# ================================================================ the task server
+C = "server"
+S = "server"
+case("server-no-environment", C, [], program=S)
+case("server-tfconfig-deep", C, [], program=S, env={"TF_CONFIG": "[" * 5000 + "]" * 5000})
+case("server-tfconfig-index-0.9", C, [], program=S, env={"TF_CONFIG": tf_index("0.9")},
+     note="used to serve worker 0")
+case("server-tfconfig-chief", C, [], program=S,
+     env={"TF_CONFIG": tf_config(task={"type": "chief", "index": 0})})
+case("server-spec-deep", C, ["--spec", SPEC, "--task", "ps:0"], program=S,
+     files={"spec.yaml": lambda: "[" * 5000})
+case("server-spec-without-task", C, ["--spec", SPEC], program=S, files={"spec.yaml": spec()})
+case("server-task-without-spec", C, ["--task", "ps:0"], program=S,
+     env={"TF_CONFIG": tf_config()}, note="used to serve TF_CONFIG's worker:0 instead")
+case("server-task-fullwidth-index", C, ["--spec", SPEC, "--task", "worker:０"], program=S,
+     files={"spec.yaml": spec()})
+case("server-unknown-flag", C, ["--bogus"], program=S)
+case("server-port-in-use", C, ["--spec", SPEC, "--task", "ps:0"], program=S,
+     files={"spec.yaml": spec(ps=["localhost:{busy}"])},
+     note="census-break: 18 s of TF import and 10 lines of TF logs before the error")
+case("server-slurm-garbage", C, [], program=S, env={"SLURM_PROCID": "x"})
+
+
+# ================================================================ running a case
+@dataclasses.dataclass
+class Ports:
+    """The ports a case may name: one held busy (listening) by the runner, two free ones."""
+
+    busy: int
+    free: int
+    free2: int
+
+
+def hold_busy_port() -> tuple[socket.socket, int]:
+    s = socket.socket()
+    s.bind(("0.0.0.0", 0))
+    s.listen(1)
+    return s, s.getsockname()[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def substituter(d: str, ports: Ports) -> Callable[[str], str]:
+    values = {"{d}": d, "{chief}": os.path.join(d, "chief.py"), "{busy}": str(ports.busy),
+              "{free}": str(ports.free), "{free2}": str(ports.free2)}
+
+    def subst(text: str) -> str:
+        for key, value in values.items():
+            text = text.replace(key, value)
+        return text
+    return subst
+
+
+def materialize(c: Case, d: str, subst: Callable[[str], str]) -> None:
+    """Writes the case's files (and the trivial chief) into `d`."""
+    with open(os.path.join(d, "chief.py"), "w") as f:
+        f.write(CHIEF)
+    for name, content in c.files:
+        path = os.path.join(d, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        mode = None
+        if isinstance(content, dict):
+            if content.get("fifo"):
+                os.mkfifo(path)
+                continue
+            if "symlink" in content:
+                os.symlink(content["symlink"], path)
+                continue
+            if content.get("dir"):
+                os.makedirs(path, exist_ok=True)
+                continue
+            mode, content = content.get("mode"), content["data"]
+        if callable(content):
+            content = content()
+        if isinstance(content, str):
+            content = subst(content).encode("utf-8", "surrogateescape")
+        with open(path, "wb") as f:
+            f.write(content)
+        if mode is not None:
+            os.chmod(path, mode)
+
+
+def argv_and_env(c: Case, subst: Callable[[str], str]) -> tuple[list[str], dict[str, str]]:
+    return [subst(a) for a in c.argv], {k: subst(v) for k, v in c.env}
+
+
+def is_engine_variable(name: str) -> bool:
+    """Variables that describe a cluster: removed before every case."""
+    return name == "TF_CONFIG" or name.startswith(("SLURM", "TFPS_"))
+
+
+def listing(d: str) -> set[str]:
+    """Every path under `d` (relative), to compare before and after a case."""
+    out = set()
+    for root, dirs, files in os.walk(d):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            if not stat.S_ISFIFO(os.lstat(path).st_mode):
+                out.add(os.path.relpath(path, d))
+            else:
+                out.add(os.path.relpath(path, d) + "|fifo")
+    return out
