@@ -4,7 +4,9 @@ Every task of one ``srun`` step runs ``tfps-launch --from-env``; each reads the 
 variables slurmd sets and computes the same cluster:
 
 * ranks fill the step's nodes in Slurm's node-list order (srun's block distribution), each task
-  on port ``TFPS_PORT_BASE + its local index`` on its node;
+  on port ``TFPS_PORT_BASE + its local index`` on its node. Without ``TFPS_PORT_BASE`` the
+  base comes from the job id (`job_port_base`), so that two jobs sharing a node do not
+  collide (a fixed 8888 also collides with Jupyter's);
 * rank 0 is the chief, ranks ``1..TFPS_NUM_PS`` the ps tasks, the rest workers (the sorted job
   order `SlurmClusterResolver` uses). ``TFPS_NUM_PS`` must be set: a missing one would
   silently turn a 2-ps job into a 1-ps job with one more worker.
@@ -20,6 +22,8 @@ it imports all of TensorFlow, 8-60 s per task before the task server can start
 [3, 3, 1]
 >>> slurm_jobs(5, 2)
 {'chief': 1, 'ps': 2, 'worker': 2}
+>>> job_port_base("4242", 3), job_port_base("4243", 3)
+(22726, 22729)
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ from typing import Mapping
 
 from tfps.errors import ClusterSpecError
 
-__all__ = ["DEFAULT_PORT_BASE", "expand_hostlist", "expand_tasks_per_node", "read_step",
-           "slurm_jobs"]
+__all__ = ["DEFAULT_PORT_BASE", "PORT_RANGE", "expand_hostlist", "expand_tasks_per_node",
+           "job_port_base", "read_step", "slurm_jobs"]
 
-# SlurmClusterResolver's default first port; `--emit slurm` writes its own per job.
+# SlurmClusterResolver's default first port: used only outside a job (no SLURM_JOB_ID).
 DEFAULT_PORT_BASE = 8888
+# Per-job ports: slots of `tasks per node` ports in this range, below Linux's ephemeral range
+# (32768-60999), where outgoing connections take their ports.
+PORT_RANGE = (10000, 32767)
 # More hosts than any Slurm cluster has: a hostlist such as ``n[1-999999999]`` must fail fast
 # instead of building a billion strings.
 _MAX_HOSTS = 100_000
@@ -147,6 +154,18 @@ def slurm_jobs(num_tasks: int, num_ps: int) -> dict[str, int]:
     return {"chief": 1, "ps": num_ps, "worker": num_workers}
 
 
+def job_port_base(job_id: str | None, per_node: int) -> int:
+    """The first port of job `job_id`'s slot: ``10000 + job_id % slots * per_node``.
+
+    Jobs whose ids are less than ``slots`` apart get disjoint ports on a node; every task of
+    the job computes the same base. `DEFAULT_PORT_BASE` without a job id.
+    """
+    if not job_id or not job_id.isdigit() or not 1 <= per_node <= PORT_RANGE[1] - PORT_RANGE[0]:
+        return DEFAULT_PORT_BASE
+    slots = (PORT_RANGE[1] + 1 - PORT_RANGE[0]) // per_node
+    return PORT_RANGE[0] + int(job_id) % slots * per_node
+
+
 def _get(environ: Mapping[str, str], name: str, fallback: str | None = None) -> str:
     value = environ.get(name, environ.get(fallback) if fallback else None)
     if value is None:
@@ -176,8 +195,6 @@ def read_step(environ: Mapping[str, str]) -> tuple[dict[str, list[str]], tuple[s
                      "(`tfps-launch --emit slurm` exports it; with your own srun, run "
                      "`TFPS_NUM_PS=2 srun ...`)")
     jobs = slurm_jobs(num_tasks, _int("TFPS_NUM_PS", environ["TFPS_NUM_PS"], 0, num_tasks))
-    port_base = _int("TFPS_PORT_BASE", environ.get("TFPS_PORT_BASE", str(DEFAULT_PORT_BASE)),
-                     1, 65535)
     nodelist = _get(environ, "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST")
     per_node_text = _get(environ, "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
     try:
@@ -189,6 +206,10 @@ def read_step(environ: Mapping[str, str]) -> tuple[dict[str, list[str]], tuple[s
         raise _error(f"SLURM_STEP_NODELIST={_short(nodelist)} ({len(hosts)} hosts) and "
                      f"SLURM_STEP_TASKS_PER_NODE={_short(per_node_text)} ({sum(per_node)} tasks "
                      f"on {len(per_node)} hosts) do not describe a step of {num_tasks} tasks")
+    if "TFPS_PORT_BASE" in environ:
+        port_base = _int("TFPS_PORT_BASE", environ["TFPS_PORT_BASE"], 1, 65535)
+    else:
+        port_base = job_port_base(environ.get("SLURM_JOB_ID"), max(per_node))
     if port_base + max(per_node) - 1 > 65535:
         raise _error(f"TFPS_PORT_BASE={port_base}: {max(per_node)} tasks on one node need ports "
                      f"up to {port_base + max(per_node) - 1}, beyond 65535")

@@ -229,3 +229,54 @@ def test_early_signal_ends_the_launcher_before_anything_starts(capsys):
 def test_errors_are_tfps_errors_never_tracebacks():
     with pytest.raises(TfpsError):
         config("--spec", "/nonexistent.yaml", EXAMPLE)
+
+
+# ------------------------------------------------------------------------------ terminal noise
+_CUINIT = (b"E0000 00:00:1796052675.039419       6 cuda_platform.cc:52] failed call to cuInit: "
+           b"INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)")
+_PRE_INIT = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+def _terminal_and_log(tmp_path, monkeypatch, *, gpu: bool, verbose: bool = False):
+    import io
+
+    from tfps.launch import logs
+    monkeypatch.setattr(logs, "gpu_absent", lambda: not gpu)
+    out = io.StringIO()
+    output = logs.Output(str(tmp_path), out=out, err=io.StringIO(), verbose=verbose)
+    read, write = os.pipe()
+    output.pump(os.fdopen(read, "rb"), "ps:0", output.open_task_log("ps:0"))
+    os.write(write, b"\n".join([_PRE_INIT, _CUINIT, b"tfps.server: ps:0 serving"]) + b"\n")
+    os.close(write)
+    output.drain(5)
+    output.close()
+    return out.getvalue(), (tmp_path / "ps-0.log").read_bytes()
+
+
+def test_tf_start_up_noise_stays_off_the_terminal_of_a_machine_without_gpu(tmp_path,
+                                                                          monkeypatch):
+    terminal, log = _terminal_and_log(tmp_path, monkeypatch, gpu=False)
+    assert terminal == "[ps:0] tfps.server: ps:0 serving\n"
+    assert _CUINIT in log and _PRE_INIT in log  # the log file keeps everything
+
+
+def test_a_failed_cuinit_is_shown_where_there_is_a_gpu_and_with_verbose(tmp_path, monkeypatch):
+    terminal, _ = _terminal_and_log(tmp_path / "a", monkeypatch, gpu=True)
+    assert "failed call to cuInit" in terminal and "absl::InitializeLog" not in terminal
+    terminal, _ = _terminal_and_log(tmp_path / "b", monkeypatch, gpu=False, verbose=True)
+    assert "failed call to cuInit" in terminal and "absl::InitializeLog" in terminal
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["python", "/venv/bin/tfps-launch", "--dry-run", "t.py"], "tfps.launch"),
+    (["python", "-m", "tfps.launch", "t.py"], "tfps.launch"),
+    (["python", "-u", "-X", "importtime", "-m", "tfps.launch.entry"], "tfps.launch"),
+    (["python", "-mtfps.server"], "tfps.server"),
+    (["python", "train.py"], None), (["python", "-c", "import tfps"], None),
+    (["python", "-m", "pytest"], None), (["python"], None),
+])
+def test_the_tfps_commands_are_told_from_their_command_line(argv, command):
+    """The launcher records early signals, and the tfps commands skip the tf.keras warning,
+    from `import tfps` on: told apart by the interpreter's own command line."""
+    from tfps import _env
+    assert _env.tfps_command(argv) == command

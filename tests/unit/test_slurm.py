@@ -4,6 +4,7 @@ name the variable. Pure: no Slurm, no TensorFlow."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from tfps import Cluster, errors
 from tfps.cluster import task_from_env
 from tfps.launch import sbatch
-from tfps.slurm import expand_hostlist, expand_tasks_per_node, slurm_jobs
+from tfps.slurm import expand_hostlist, expand_tasks_per_node, job_port_base, slurm_jobs
 
 
 def slurm_env(rank: int, nodelist: str, per_node: str, num_tasks: int, **extra) -> dict:
@@ -110,3 +111,27 @@ def test_slurm_evaluator_tf_config_lists_the_training_step_and_itself():
     assert cluster.pop("evaluator") == [f"{socket.gethostname()}:9004"]
     assert cluster == {"chief": ["gpu01:9000"], "ps": ["gpu01:9001"],
                        "worker": ["gpu02:9000", "gpu02:9001"]}
+
+
+def test_without_tfps_port_base_each_job_gets_its_own_ports():
+    # A user's own `srun -n 5 tfps-launch --from-env`: every task computes the same base from
+    # the job id; the next job on the node gets the next slot.
+    first = read(slurm_env(0, "n[1-2]", "3,2", 5, TFPS_NUM_PS="2", SLURM_JOB_ID="4242"))[0]
+    second = read(slurm_env(0, "n[1-2]", "3,2", 5, TFPS_NUM_PS="2", SLURM_JOB_ID="4243"))[0]
+    base = job_port_base("4242", 3)
+    assert first.as_dict() == {"chief": [f"n1:{base}"], "ps": [f"n1:{base + 1}", f"n1:{base + 2}"],
+                               "worker": [f"n2:{base}", f"n2:{base + 1}"]}
+    assert second.address(task_from_env(slurm_env(0, "n[1-2]", "3,2", 5, TFPS_NUM_PS="2",
+                                                  SLURM_JOB_ID="4243"))) == f"n1:{base + 3}"
+    assert 10000 <= base and base + 2 <= 32767
+    assert job_port_base(None, 3) == job_port_base("x", 3) == 8888  # outside a job
+
+
+@pytest.mark.parametrize("per_node", [1, 3, 64])
+def test_the_emitted_script_computes_the_ports_tfps_would(per_node):
+    text = sbatch.sbatch_script(script="t.py", num_ps=1, num_workers=per_node * 3 - 2, nodes=3)
+    m = re.search(r"TFPS_PORT_BASE=\$\(\( (\d+) \+ SLURM_JOB_ID % (\d+) \* (\d+) \)\)", text)
+    low, slots, stride = map(int, m.groups())
+    assert stride == per_node
+    for job in (1, 17, 4242, 99999, 123456789):
+        assert low + job % slots * stride == job_port_base(str(job), per_node)

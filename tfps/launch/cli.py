@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import Sequence
 
-from tfps import _cli
+from tfps import _cli, _env
 from tfps.errors import ConfigError, TfpsError
 from tfps.launch import config as _config
 from tfps.launch.config import (DEFAULT_NUM_PS, DEFAULT_NUM_WORKERS, DoctorConfig, EmitConfig,
@@ -118,7 +118,7 @@ def _check_ports(plans: Sequence[TaskPlan]) -> None:
 def run(config: LaunchConfig, early_signals: list | None = None) -> int:
     """Starts the planned tasks and supervises them; returns the launcher's exit code."""
     from tfps.launch import namespaces
-    from tfps.launch.logs import Output, default_log_dir
+    from tfps.launch.logs import Output, check_log_dir, default_log_dir
     from tfps.launch.supervisor import Supervisor
 
     plans = plan(config)
@@ -132,9 +132,12 @@ def run(config: LaunchConfig, early_signals: list | None = None) -> int:
     _check_ports(plans)
     log_dir = config.log_dir or default_log_dir()
     try:
+        check_log_dir(log_dir, [p.label for p in plans])  # creates nothing
         output = Output(log_dir, verbose=config.verbose)
     except OSError as e:
-        raise ConfigError(f"--log-dir {log_dir}: {e.strerror or e}") from None
+        where = f"{_cli.quote(e.filename)}: " if e.filename and e.filename != log_dir else ""
+        raise ConfigError(f"--log-dir {_cli.quote(log_dir)}: {where}{e.strerror or e}"
+                          ) from None
     # Still single-threaded (Output starts its threads per task): the PID namespace's reaper
     # is forked here. Without one, only the tasks' process groups are ended (README).
     pids = namespaces.PidNamespace()
@@ -156,6 +159,9 @@ def run(config: LaunchConfig, early_signals: list | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None, early_signals: list | None = None) -> int:
     """Entry point of ``tfps-launch``; returns the exit code (2 for any bad input)."""
+    if early_signals is not None and _env.EARLY_SIGNALS:
+        # Recorded while `import tfps` ran, before the entry point's own handlers existed.
+        early_signals[:0] = _env.EARLY_SIGNALS
     try:
         config = config_from_args(parse(argv))
         if early_signals:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import socket
 from typing import Sequence
 
+from tfps import _cli
 from tfps.cluster import MAX_LOCAL_TASKS, Cluster, TaskId, is_loopback_host, task_from_env
 from tfps.errors import ClusterSpecError, ConfigError
 from tfps.launch import scripts
@@ -29,6 +31,7 @@ DEFAULT_NUM_WORKERS = 2
 DEFAULT_MAX_RESTARTS = 3
 DEFAULT_GRACE_PERIOD = 5.0
 DEFAULT_BACKOFF_LIMIT = 10
+DEFAULT_RESTART_POLICY = "ExitCode"
 
 from tfps._cli import UsageError  # noqa: E402  (re-exported: the launcher's error type)
 
@@ -36,9 +39,11 @@ from tfps._cli import UsageError  # noqa: E402  (re-exported: the launcher's err
 _CLUSTER = {"num_ps", "num_workers", "evaluator", "spec"}
 _LAUNCH = _CLUSTER | {"task", "from_env", "gpus_per_worker", "network", "log_dir", "verbose",
                       "dry_run", "max_restarts", "grace_period", "inject_fault"}
-_EMIT_COMMON = _CLUSTER | {"emit", "gpus_per_worker", "name"}
-_EMIT = {"tfjob": _EMIT_COMMON | {"image", "namespace", "backoff_limit"},
-         "slurm": _EMIT_COMMON | {"nodes", "port_base", "slurm_time", "partition"}}
+_EMIT_COMMON = _CLUSTER | {"emit", "gpus_per_worker", "name", "model_bytes", "max_restarts"}
+_EMIT = {"tfjob": _EMIT_COMMON | {"image", "namespace", "backoff_limit", "restart_policy",
+                                  "istio_sidecar", "cpu", "memory"},
+         "slurm": _EMIT_COMMON | {"nodes", "port_base", "slurm_time", "partition",
+                                  "cpus_per_task", "mem"}}
 _DOCTOR = {"num_ps", "num_workers", "spec", "doctor", "model_bytes", "ps_memory"}
 # How each dest is spelled on the command line, for messages.
 _FLAG = {"slurm_time": "--time"}
@@ -82,10 +87,18 @@ class EmitConfig:
     image: str | None = None
     namespace: str | None = None
     backoff_limit: int = DEFAULT_BACKOFF_LIMIT
+    restart_policy: str = DEFAULT_RESTART_POLICY
+    istio_sidecar: bool = False
+    cpu: tuple[tuple[str, str], ...] = ()  # (role, CPUs) from --cpu, in order
+    memory: tuple[tuple[str, str], ...] = ()  # (role, size) from --memory
+    model_bytes: int | None = None
+    max_restarts: int | None = None  # passed to every task's launcher when given
     nodes: int | None = None
     port_base: int | None = None
     time: str | None = None
     partition: str | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,19 +183,28 @@ def _emit_config(args) -> EmitConfig:
     if args.emit == "tfjob" and args.image is None:
         raise UsageError("--emit tfjob needs --image IMAGE (a container image with tfps, "
                          "TensorFlow, tf-keras and the script)")
+    model_bytes = None
+    if args.model_bytes is not None:
+        from tfps.launch.doctor import parse_bytes  # noqa: PLC0415 - doctor imports this module
+        model_bytes = parse_bytes(args.model_bytes)
     return EmitConfig(
         engine=args.emit, script=script, script_args=tuple(args.script_args),
         num_ps=num_ps, num_workers=num_workers, evaluator=evaluator,
         gpus_per_worker=args.gpus_per_worker or 0, name=args.name, image=args.image,
         namespace=args.namespace,
         backoff_limit=DEFAULT_BACKOFF_LIMIT if args.backoff_limit is None else
-        args.backoff_limit, nodes=args.nodes, port_base=args.port_base,
-        time=args.slurm_time, partition=args.partition)
+        args.backoff_limit,
+        restart_policy=args.restart_policy or DEFAULT_RESTART_POLICY,
+        istio_sidecar=bool(args.istio_sidecar), cpu=tuple(args.cpu or ()),
+        memory=tuple(args.memory or ()), model_bytes=model_bytes,
+        max_restarts=args.max_restarts, nodes=args.nodes, port_base=args.port_base,
+        time=args.slurm_time, partition=args.partition, cpus_per_task=args.cpus_per_task,
+        mem=args.mem)
 
 
 def _doctor_config(args) -> DoctorConfig:
     if args.script is not None:
-        raise UsageError(f"--doctor takes no SCRIPT (got {args.script!r:.60})")
+        raise UsageError(f"--doctor takes no SCRIPT (got {_cli.quote(args.script)})")
     if args.spec is not None:
         cluster = Cluster.from_file(args.spec)
         return DoctorConfig(cluster, cluster.num_ps, cluster.num_workers, spec=args.spec,
@@ -190,6 +212,53 @@ def _doctor_config(args) -> DoctorConfig:
     num_ps, num_workers, _ = _counts(args)
     return DoctorConfig(None, num_ps, num_workers, model_bytes=args.model_bytes,
                         ps_memory=args.ps_memory)
+
+
+def _check_hosts_are_here(cluster: Cluster) -> None:
+    """Every task of the cluster runs on this machine: each host must be one of its names.
+
+    A host that is elsewhere (or nowhere) would be served here, on all interfaces, while the
+    chief dials the other machine: a cluster that can never form. Resolution runs in this
+    thread (no thread may outlive it: the PID namespace is entered later, single-threaded).
+    """
+    verdicts: dict[str, str | None] = {}
+    ports: dict[str, str] = {}
+    for task, address in cluster.tasks():
+        host, _, port = address.rpartition(":")
+        field = f"{task.type}[{task.index}]"
+        if host not in verdicts:
+            verdicts[host] = _not_this_host(host)
+        if verdicts[host]:
+            raise ClusterSpecError(
+                f"{field}: host {_cli.quote(host)} {verdicts[host]}, but every task of the "
+                f"spec runs here (use --task to run one task per host)", cluster.source)
+        # TF binds 0.0.0.0:PORT whatever the host: two names of this machine, one port.
+        if port in ports and task.type != "evaluator":
+            raise ClusterSpecError(
+                f"{field}: port {port} is already used by {ports[port]} (both run here, and "
+                f"a task server listens on all interfaces)", cluster.source)
+        if task.type != "evaluator":
+            ports[port] = field
+
+
+def _not_this_host(host: str) -> str | None:
+    """None if `host` names this machine (loopback, or an address a socket can bind)."""
+    if is_loopback_host(host):
+        return None
+    name = host.strip("[]")
+    try:
+        ips = {info[4][0] for info in socket.getaddrinfo(name, None, 0, socket.SOCK_STREAM)}
+    except (OSError, UnicodeError, ValueError) as e:
+        return f"does not resolve ({e.strerror if isinstance(e, OSError) else e})"
+    for ip in sorted(ips):
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((ip, 0))
+            return None
+        except OSError:
+            continue
+    return f"is not this machine (it resolves to {', '.join(sorted(ips))[:60]})"
 
 
 def _launch_config(args) -> LaunchConfig:
@@ -206,7 +275,7 @@ def _launch_config(args) -> LaunchConfig:
             try:
                 tasks = (cluster.check_task(TaskId.parse(args.task)),)
             except ConfigError as e:
-                raise ConfigError(f"cluster spec {args.spec}: {e}") from None
+                raise ClusterSpecError(str(e), args.spec) from None
         else:
             cluster = _load_spec(args.spec, True, "a launch of every task")
             tasks = tuple(t for t, _ in cluster.tasks())
@@ -229,10 +298,14 @@ def _launch_config(args) -> LaunchConfig:
         for task, address in cluster.tasks():
             host = address.rpartition(":")[0]
             if not is_loopback_host(host):
-                raise ConfigError(
-                    f"cluster spec {cluster.source}: {task.type}[{task.index}]: host {host!r} "
-                    f"is not a loopback address, but a private network namespace only has "
-                    f"loopback (use --network host, or --task to run one task per host)")
+                raise ClusterSpecError(
+                    f"{task.type}[{task.index}]: host {_cli.quote(host)} is not a loopback "
+                    f"address, but a private network namespace only has loopback (use "
+                    f"--network host, or --task to run one task per host)", cluster.source)
+    elif not one_per_host:
+        _check_hosts_are_here(cluster)
+    if args.log_dir is not None and not args.log_dir.strip():
+        raise UsageError(f"--log-dir {_cli.quote(args.log_dir)}: not a directory name")
     faults = tuple(parse_fault(text) for text in args.inject_fault or ())
     for fault in faults:
         if fault.task not in tasks:

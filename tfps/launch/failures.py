@@ -14,6 +14,10 @@ The rule, applied to every set of tasks found dead at once (pure, so it is unit-
   only tolerates worker failures), so the ps *and* the chief are restarted; the chief resumes
   from its latest checkpoint.
 * the **evaluator** exiting 0 is normal (it finished); any other death restarts it.
+* one task per launcher (``--from-env``): a ps on another host is watched by the chief's
+  launcher (`tfps.launch.peers`). A chief that exits with a code after a ps of its cluster
+  became unreachable failed because of it: it is restarted once every ps listens again, and
+  resumes from its checkpoint. The lost ps is the root cause in the table.
 
 Each such event uses one restart of the ``--max-restarts`` budget. With the budget spent (or
 ``--max-restarts 0``) the launcher ends the cluster and exits 1 (the chief's own exit code
@@ -35,8 +39,11 @@ __all__ = ["Death", "Decision", "Failure", "decide", "describe_exit", "failure_t
 EXIT_FAILED = 1
 
 
-def describe_exit(returncode: int) -> str:
-    """``SIGKILL`` for a death by signal 9 (Popen's -9), ``exit code 3`` otherwise."""
+def describe_exit(returncode: int | None) -> str:
+    """``SIGKILL`` for a death by signal 9 (Popen's -9), ``exit code 3`` otherwise;
+    ``unreachable`` for a task on another host that stopped accepting connections."""
+    if returncode is None:
+        return "unreachable"
     if returncode < 0:
         try:
             return signal.Signals(-returncode).name
@@ -47,10 +54,11 @@ def describe_exit(returncode: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Death:
-    """A task found dead, with Popen's returncode (negative: killed by that signal)."""
+    """A task found dead, with Popen's returncode (negative: killed by that signal); None
+    for a task of another launcher found unreachable."""
 
     task: TaskId
-    returncode: int
+    returncode: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,27 +68,44 @@ class Decision:
     action: ``"finish"`` (end the cluster, exit `code`), ``"restart"`` (restart `restart`,
       in order, if the budget allows) or ``"continue"`` (nothing failed).
     failures: the deaths that count as failures (for the table).
+    wait_for: tasks of other launchers to wait for (listening again) before restarting.
     """
 
     action: str
     code: int = 0
     restart: tuple[TaskId, ...] = ()
     failures: tuple[Death, ...] = ()
+    wait_for: tuple[TaskId, ...] = ()
 
 
-def decide(deaths: Sequence[Death], chief_here: bool = True) -> Decision:
+def decide(deaths: Sequence[Death], chief_here: bool = True,
+           lost: Sequence[TaskId] = ()) -> Decision:
     """Applies the module's rule to `deaths` (tasks found dead in one look).
 
     Args:
       deaths: the dead tasks; none of them was ended by the launcher itself.
       chief_here: whether this launcher runs the chief (so it can restart it after a ps).
+      lost: tasks of other launchers seen unreachable since the chief last started
+        (`tfps.launch.peers.PsWatch`), first loss first.
+
+    >>> decide([Death(TaskId("chief", 0), 1)]).action
+    'finish'
+    >>> d = decide([Death(TaskId("chief", 0), 1)], lost=[TaskId("ps", 1)])
+    >>> d.action, d.restart, d.wait_for
+    ('restart', (TaskId(type='chief', index=0),), (TaskId(type='ps', index=1),))
     """
     chief = next((d for d in deaths if d.task.type == "chief"), None)
     ps_died = any(d.task.type == "ps" for d in deaths)
+    lost_ps = tuple(t for t in lost if t.type == "ps")
     if chief is not None and chief.returncode == 0:
         return Decision("finish", 0)
     failures = tuple(d for d in deaths
                      if not (d.task.type == "evaluator" and d.returncode == 0))
+    if chief is not None and chief.returncode > 0 and lost_ps and not ps_died:
+        # The chief failed on a ps its launcher does not run: that ps's launcher restarts
+        # it; the chief starts over from its checkpoint once it listens again.
+        return Decision("restart", restart=(chief.task,), wait_for=lost_ps,
+                        failures=tuple(Death(t, None) for t in lost_ps) + failures)
     if chief is not None and chief.returncode > 0 and not ps_died:
         return Decision("finish", chief.returncode, failures=failures)
     if not failures:
@@ -99,8 +124,8 @@ class Failure:
     """One row of the failure table."""
 
     task: TaskId
-    pid: int
-    returncode: int
+    pid: int | None  # None: a task of another launcher
+    returncode: int | None  # None: found unreachable
     elapsed: float  # seconds since the launcher started the cluster
     restarted: bool = False
 
@@ -115,7 +140,8 @@ def failure_table(failures: Sequence[Failure]) -> str:
     """
     rows = [("task", "role", "index", "pid", "exit", "after", "action")]
     for f in failures:
-        rows.append((label(f.task), f.task.type, str(f.task.index), str(f.pid),
+        rows.append((label(f.task), f.task.type, str(f.task.index),
+                     "-" if f.pid is None else str(f.pid),
                      describe_exit(f.returncode), f"{f.elapsed:.1f}s",
                      "restarted" if f.restarted else "-"))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]

@@ -9,9 +9,14 @@ kills their descendants too.
 
 Ending tasks: SIGTERM to each process group, up to ``grace_period`` seconds, then SIGKILL. SIGINT,
 SIGTERM and SIGHUP to the launcher end the whole cluster that way and the launcher exits
-``128 + signal``; a second one during that shutdown sends SIGKILL at once.
+``128 + signal``; a second one during that shutdown sends SIGKILL at once. A SIGTERM repeated
+within `_REPEAT_WINDOW_S` counts as one: Slurm sends two at a time limit, back to back, and
+the tasks would otherwise lose their grace period (the time to save).
 
-What a death means and what is restarted is decided by `tfps.launch.failures.decide`.
+What a death means and what is restarted is decided by `tfps.launch.failures.decide`. With one
+task per launcher under an engine, the launchers also watch each other (`tfps.launch.peers`):
+the chief's launcher restarts the chief after a lost ps and tells the others when the chief is
+done; the others end their task then.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from tfps.cluster import TaskId
 from tfps.errors import TfpsError
 from tfps.launch.failures import (EXIT_FAILED, Death, Failure, decide, describe_exit,
                                   failure_table)
-from tfps.launch import namespaces
+from tfps.launch import namespaces, peers
 from tfps.launch.logs import Output
 from tfps.launch.plan import Fault, TaskPlan, label
 
@@ -42,6 +47,8 @@ _SETTLE_S = 0.5
 # After SIGKILL a process is gone at once unless stuck in the kernel; don't wait forever.
 _KILL_WAIT_S = 5.0
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# A SIGTERM this soon after the first is the same request (Slurm's pair at a time limit).
+_REPEAT_WINDOW_S = 2.0
 
 
 def _death_signal_setup():
@@ -99,11 +106,15 @@ class Supervisor:
       faults: ``--inject-fault`` entries (SIGKILL a task at a time after start).
       early_signals: signals the launcher got before the supervisor existed (the entry
         point records them); the cluster is then ended before any task starts.
+      watch_peers: whether launchers of the same cluster watch each other (the module
+        docstring); None: when this launcher runs some but not all of the cluster's tasks
+        and an engine described them (`tfps.launch.peers.engine_launched`).
     """
 
     def __init__(self, plans: Sequence[TaskPlan], output: Output, *, max_restarts: int = 3,
                  grace_period: float = 5.0, faults: Sequence[Fault] = (),
-                 early_signals: Sequence[int] | None = None):
+                 early_signals: Sequence[int] | None = None,
+                 watch_peers: bool | None = None):
         order = {"ps": 0, "worker": 1, "chief": 2, "evaluator": 3}
         self._tasks = sorted((_Task(p) for p in plans),
                              key=lambda t: (order[t.plan.task.type], t.plan.task.index))
@@ -121,6 +132,12 @@ class Supervisor:
         self._force_reported = False
         self._early = early_signals if early_signals is not None else []
         self._child_setup = _death_signal_setup()
+        self._first_term: float | None = None
+        self._repeats = 0
+        self._final: int | None = None  # the chief's outcome, once decided for good
+        self._waiting: tuple[list[_Task], float] | None = None  # restart after a lost ps
+        self._ps_watch, self._chief_watch, self._beacon = peers.watches(
+            plans, peers.engine_launched() if watch_peers is None else watch_peers)
 
     # ------------------------------------------------------------------------------- public
     def run(self) -> int:
@@ -139,6 +156,7 @@ class Supervisor:
         finally:
             self._stopping = True
             self._end(self._tasks)
+            self._announce()
             self._restore_signal_handlers(saved)
             self._out.drain()  # task output first, then the summary
             if self._failures:
@@ -162,16 +180,43 @@ class Supervisor:
 
     def _on_signal(self, signum, frame) -> None:
         # Only flags here: the main loop (which polls every _POLL_S) acts and prints.
+        now = time.monotonic()
+        if signum == signal.SIGTERM:
+            if self._first_term is not None and now - self._first_term < _REPEAT_WINDOW_S:
+                self._repeats += 1
+                return
+            self._first_term = now
         if self._stop_signal is not None or self._stopping:
             self._force = True
         else:
             self._stop_signal = signum
+
+    def _announce(self) -> None:
+        """Tells the other launchers that the chief is done (`tfps.launch.peers`)."""
+        if self._repeats:
+            self._out.log_only(f"SIGTERM repeated {self._repeats}x within "
+                               f"{_REPEAT_WINDOW_S:g}s of the first: counted as one")
+        if self._beacon is None or self._final is None or self._force:
+            return
+        port, others = self._beacon
+        try:
+            acked = peers.announce(port, self._final, others,
+                                   stop=lambda: self._stop_signal is not None or self._force)
+        except OSError as e:
+            self._out.event(f"cannot tell the other tasks that the chief is done (port {port}: "
+                            f"{e.strerror or e}); they run until the engine ends them")
+            return
+        missing = [t for t in others if t not in acked]
+        self._out.log_only(f"told the other tasks on port {port} that the chief is done"
+                           + (f"; no answer from {', '.join(missing)}" if missing else ""))
 
     # -------------------------------------------------------------------------- processes
     def _elapsed(self) -> float:
         return time.monotonic() - self._t0
 
     def _start(self, task: _Task) -> None:
+        if task.plan.task.type == "chief" and self._ps_watch is not None:
+            self._ps_watch.reset()
         restart = task.proc is not None
         header = f"restart {self._restarts}/{self._max_restarts}" if restart else None
         log = self._out.open_task_log(task.label, header)
@@ -219,25 +264,61 @@ class Supervisor:
 
     # ------------------------------------------------------------------------------- loop
     def _loop(self) -> int:
+        code = self._watch()
+        self._final = code if self._stop_signal is None else None
+        return code
+
+    def _watch(self) -> int:
         while True:
             if self._stop_signal is not None:
                 name = signal.Signals(self._stop_signal).name
                 self._out.event(f"got {name}; ending the cluster")
                 return 128 + self._stop_signal
             self._fire_faults()
+            code = self._watch_peers()
+            if code is not None:
+                return code
             deaths = self._collect_deaths()
             if any(d.task.type == "chief" and d.returncode > 0 for d in deaths):
                 # A chief failing because a ps died may exit just before the launcher sees
                 # that ps dead; look again so the ps, not the chief, is the root cause.
                 self._out.wait(_SETTLE_S)
                 deaths += self._collect_deaths()
+                if self._ps_watch is not None:
+                    self._ps_watch.check_now()
             if deaths:
                 code = self._handle(deaths)
                 if code is not None:
                     return code
-            if not any(t.running for t in self._tasks):
+            if not any(t.running for t in self._tasks) and self._waiting is None:
                 return 0  # e.g. only an evaluator, which finished
             self._out.poll(_POLL_S)
+
+    def _watch_peers(self) -> int | None:
+        """Polls the other launchers; returns the exit code when this launcher is done."""
+        if self._chief_watch is not None:
+            chief_code = self._chief_watch.poll()
+            if chief_code is not None:
+                names = _and_join([t.label for t in self._tasks if t.running] or ["nothing"])
+                self._out.event(f"chief finished (exit code {chief_code}, said its launcher at "
+                                f"{self._chief_watch.address}); ending {names}")
+                return 0
+        if self._ps_watch is None:
+            return None
+        self._ps_watch.poll()
+        if self._waiting is None:
+            return None
+        tasks, deadline = self._waiting
+        down = self._ps_watch.down()
+        if not down:
+            self._waiting = None
+            for task in tasks:
+                self._start(task)
+        elif time.monotonic() > deadline:
+            self._out.event(f"{_and_join([label(t) for t in down])} did not come back within "
+                            f"{peers.PS_RETURN_S:g}s; ending the cluster")
+            return EXIT_FAILED
+        return None
 
     def _collect_deaths(self) -> list[Death]:
         deaths = []
@@ -260,12 +341,14 @@ class Supervisor:
 
     def _handle(self, deaths: list[Death]) -> int | None:
         """Acts on tasks found dead; returns the exit code when the launcher is done."""
-        decision = decide(deaths, chief_here=TaskId("chief", 0) in self._by_id)
+        lost = self._ps_watch.lost() if self._ps_watch is not None else ()
+        decision = decide(deaths, chief_here=TaskId("chief", 0) in self._by_id, lost=lost)
         elapsed = self._elapsed()
         restarting = decision.action == "restart" and self._restarts < self._max_restarts
         for d in decision.failures:
-            self._failures.append(Failure(d.task, self._by_id[d.task].proc.pid, d.returncode,
-                                          elapsed, restarted=restarting))
+            here = self._by_id.get(d.task)
+            self._failures.append(Failure(d.task, here.proc.pid if here else None,
+                                          d.returncode, elapsed, restarted=restarting))
         if decision.action == "continue":
             for d in deaths:
                 self._out.event(f"{label(d.task)} finished ({describe_exit(d.returncode)})")
@@ -273,7 +356,9 @@ class Supervisor:
         if decision.action == "finish":
             self._out.event(f"chief exited with code {decision.code}; ending the cluster")
             return decision.code
-        died = ", ".join(f"{label(d.task)} died ({describe_exit(d.returncode)})"
+        died = ", ".join(f"{label(d.task)} became unreachable ({self._ps_watch.why(d.task)})"
+                         if d.returncode is None else
+                         f"{label(d.task)} died ({describe_exit(d.returncode)})"
                          for d in decision.failures)
         if not restarting:
             why = ("restarts are disabled (--max-restarts 0)" if self._max_restarts == 0
@@ -282,9 +367,17 @@ class Supervisor:
             return EXIT_FAILED
         self._restarts += 1
         names = _and_join([label(t) for t in decision.restart])
+        tasks = [self._by_id[t] for t in decision.restart]
+        if decision.wait_for:
+            # The lost ps's own launcher restarts it; the chief needs it listening first.
+            verb = "listens" if len(decision.wait_for) == 1 else "listen"
+            self._out.event(f"{died}; restarting {names} once "
+                            f"{_and_join([label(t) for t in decision.wait_for])} {verb} "
+                            f"again (restart {self._restarts}/{self._max_restarts})")
+            self._waiting = (tasks, time.monotonic() + peers.PS_RETURN_S)
+            return None
         self._out.event(f"{died}; restarting {names} "
                         f"(restart {self._restarts}/{self._max_restarts})")
-        tasks = [self._by_id[t] for t in decision.restart]
         self._end([t for t in tasks if t.running])  # the chief, after a ps died
         for task in tasks:
             if self._stop_signal is not None:  # asked to stop meanwhile: the loop ends all
