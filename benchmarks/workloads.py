@@ -6,6 +6,9 @@ both sides: the same model builder, the same per-worker dataset function, the sa
 * ``recsys``: 4 categorical ids -> embedding (``num_ids`` x 32, sharded by the strategy's
   partitioner) + 8 dense features -> MLP 256-128-1, batch 512, logistic loss, Adagrad.
 * ``linear``: the seed example's y = w x (one scalar variable), batch 256, SGD.
+* ``clicks``: examples/recsys.py's model on its planted click data (power-law ids over
+  ``num_ids``, 4 slots, embedding 16, MLP 256-128-1, batch 512, Adagrad 0.2), with a held-out
+  set whose oracle AUC is known (``examples/common/planted_clicks.py``).
 
 Data are a small pool of random batches generated once per worker and repeated, so the input
 pipeline costs the same (almost nothing) on both sides and the benchmarks time training.
@@ -13,12 +16,19 @@ pipeline costs the same (almost nothing) on both sides and the benchmarks time t
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf_keras: the only Keras that fits under PSS
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "examples"))
+from common import planted_clicks as clicks  # noqa: E402
 
 RECSYS_SLOTS = 4
 RECSYS_DENSE = 8
@@ -112,9 +122,78 @@ def linear_optimizer():
     return tf.keras.optimizers.legacy.SGD(LINEAR_LR)
 
 
+# ------------------------------------------------------------------------------ clicks
+CLICKS_BATCH = 512
+CLICKS_DIM = 16
+CLICKS_LR = 0.2
+CLICKS_SEED = 0
+
+
+def clicks_dataset_fn(num_ids: int = RECSYS_IDS):
+    """Per-worker planted click batches as ``((ids, dense), labels)``."""
+    def dataset_fn(input_context=None):
+        stream = input_context.input_pipeline_id if input_context is not None else 0
+        return clicks.train_dataset(stream, CLICKS_BATCH, CLICKS_SEED, num_ids).map(
+            lambda ids, dense, labels, logits: ((ids, dense), labels))
+    return dataset_fn
+
+
+def clicks_eval_dataset(num_ids: int = RECSYS_IDS, examples: int = 16_384):
+    return clicks.eval_dataset(examples, CLICKS_SEED, num_ids)
+
+
+def build_clicks(num_ids: int = RECSYS_IDS):
+    ids = tf.keras.Input([clicks.NUM_SLOTS], dtype=tf.int64)
+    dense = tf.keras.Input([clicks.NUM_DENSE])
+    emb = tf.keras.layers.Embedding(num_ids, CLICKS_DIM, name="ids")(ids)
+    h = tf.keras.layers.Concatenate()([tf.keras.layers.Flatten()(emb), dense])
+    h = tf.keras.layers.Dense(256, activation="relu")(h)
+    h = tf.keras.layers.Dense(128, activation="relu")(h)
+    return tf.keras.Model([ids, dense], tf.keras.layers.Dense(1)(h))
+
+
+def clicks_optimizer():
+    return tf.keras.optimizers.legacy.Adagrad(CLICKS_LR)
+
+
+def clicks_auc(predict, num_ids: int = RECSYS_IDS):
+    """(AUC, oracle AUC) of ``predict(ids, dense) -> logits`` on the held-out set."""
+    pos = neg = opos = oneg = 0.0
+    for ids, dense, labels, logits in clicks_eval_dataset(num_ids):
+        p, n = clicks.histograms(tf.sigmoid(predict(ids, dense)), labels)
+        op, on = clicks.histograms(tf.sigmoid(logits), labels)
+        pos, neg, opos, oneg = pos + p.numpy(), neg + n.numpy(), opos + op.numpy(), \
+            oneg + on.numpy()
+    return clicks.auc_from_histograms(pos, neg), clicks.auc_from_histograms(opos, oneg)
+
+
+def distinct_ids(dataset_fn, batches: int, group: int) -> tuple[float, float]:
+    """Mean distinct ids per batch and per `group` consecutive batches of stream 0: the rows a
+    de-duplicated step, and a closure of `group` local steps, move (the run-time sizes of the
+    traffic counts)."""
+    ids = [np.asarray(features[0]).ravel() for features, _ in
+           dataset_fn(None).take(batches)]
+    per_batch = float(np.mean([np.unique(i).size for i in ids]))
+    groups = [np.unique(np.concatenate(ids[k:k + group])).size
+              for k in range(0, len(ids) - group + 1, group)] or [np.unique(ids[0]).size]
+    return per_batch, float(np.mean(groups))
+
+
+def save_graph(graph, path: str) -> None:
+    """Writes a traced closure's graph and its captured handles' devices, for
+    ``python -m tfps.train.traffic`` (the same two files `tfps.train.traffic.save` writes)."""
+    with open(path, "wb") as f:
+        f.write(graph.as_graph_def(add_shapes=True).SerializeToString())
+    with open(path + ".json", "w") as f:
+        json.dump({inner.op.name: getattr(outer, "device", "") or ""
+                   for outer, inner in graph.captures}, f)
+
+
 WORKLOADS = {
     "recsys": dict(model=build_recsys, dataset_fn=recsys_dataset_fn, loss=recsys_loss,
                    optimizer=recsys_optimizer, batch=RECSYS_BATCH),
+    "clicks": dict(model=build_clicks, dataset_fn=clicks_dataset_fn, loss=recsys_loss,
+                   optimizer=clicks_optimizer, batch=CLICKS_BATCH),
     "linear": dict(model=lambda num_ids=None: Linear(),
                    dataset_fn=lambda num_ids=None: linear_dataset_fn, loss=linear_loss,
                    optimizer=linear_optimizer, batch=LINEAR_BATCH),
@@ -153,9 +232,10 @@ def report(rates, timed=None, **extra):
     print("bench: " + " ".join(fields), flush=True)
 
 
-def measure_windows(run, warmup_steps, steps, windows):
+def measure_windows(run, warmup_steps, steps, windows, **extra):
     """Calls ``run(warmup_steps)`` once (tracing, pipelines filling), then ``run(steps)``
-    `windows` times, timing each; prints the `report` line. ``run(n)`` returns steps done."""
+    `windows` times, timing each; prints the `report` line (with `extra` fields, or those a
+    callable `extra` value returns afterwards). ``run(n)`` returns steps done."""
     run(warmup_steps)
     rates, timed = [], []
     for _ in range(windows):
@@ -163,7 +243,7 @@ def measure_windows(run, warmup_steps, steps, windows):
         done = run(steps)
         timed.append(time.perf_counter() - start)
         rates.append(done / timed[-1])
-    report(rates, timed=sum(timed))
+    report(rates, timed=sum(timed), **{k: v() if callable(v) else v for k, v in extra.items()})
 
 
 def add_common_flags(parser):
@@ -173,4 +253,5 @@ def add_common_flags(parser):
     parser.add_argument("--steps", type=int, default=1000, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=1, help="timed windows (median)")
     parser.add_argument("--steps_per_closure", type=int, default=10)
+    parser.add_argument("--graph_out", help="write the traced closure graph here")
     return parser

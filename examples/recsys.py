@@ -21,8 +21,13 @@ from absl import app, flags, logging
 
 import tfps  # first: binds tf.keras to tf_keras and sets GRPC_FAIL_FAST
 
-import numpy as np
+import os
+import sys
+
 import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import planted_clicks as clicks  # noqa: E402  (the planted click data)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("train_steps", 2000, "Total training steps (resuming counts earlier ones).")
@@ -35,57 +40,23 @@ flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
 flags.DEFINE_integer("steps_per_closure", 0, "Steps per scheduled closure; 0 = measure.")
 flags.DEFINE_integer("accumulate_steps", 1, "Micro-batches per update (local accumulation).")
 flags.DEFINE_bool("staleness_aware", False, "Scale each update's lr by 1/max(1, staleness).")
+flags.DEFINE_integer("local_steps", 1, "Steps on worker-local copies per push (1: per step).")
+flags.DEFINE_integer("read_every", 1, "Read the dense layers once every this many steps.")
 flags.DEFINE_integer("eval_examples", 16_384, "Held-out examples for the AUC.")
 flags.DEFINE_integer("log_every", 200, "Steps between progress records.")
 flags.DEFINE_integer("seed", 0, "Seed of the planted model and the data.")
 
-NUM_SLOTS, NUM_DENSE = 4, 8
-SIGNAL_IDS = 5000
-AUC_BUCKETS = 4096
-EVAL_STREAM = 1 << 20  # the held-out set's seed stream; training streams are worker ids
-
-
-def planted_model(seed, num_ids):
-    """The hidden weights that generate the clicks (same on every task: stateless RNG).
-
-    Ids carry weight by popularity rank: the `SIGNAL_IDS` most frequent ids have N(0, 1)
-    weights, the long tail none (as in real logs, where rare ids say little). Every id still
-    occurs, so the whole table is trained.
-    """
-    id_weights = tf.random.stateless_normal([num_ids], seed=[seed, 1])
-    id_weights *= tf.cast(tf.range(num_ids) < SIGNAL_IDS, tf.float32)
-    beta = tf.random.stateless_normal([NUM_DENSE], seed=[seed, 2], stddev=0.5)
-    return id_weights, beta, tf.constant(-1.0)
-
-
-def make_batch(stream, index, batch_size, seed, num_ids):
-    """One batch: ids, dense features, click labels and the true logits (for the oracle)."""
-    id_weights, beta, bias = planted_model(seed, num_ids)
-    s = tf.stack([tf.cast(stream, tf.int32), tf.cast(index, tf.int32)])
-    u = tf.random.stateless_uniform([batch_size, NUM_SLOTS], seed=s + [seed, 10])
-    # Log-uniform ranks (popular ids are frequent, as in real logs), hashed over the table so
-    # popular rows are spread across the shards.
-    rank = tf.cast(tf.floor(tf.exp(u * np.log(num_ids + 1.0))) - 1.0, tf.int64)
-    ids = (rank * 2654435761) % num_ids
-    dense = tf.random.stateless_normal([batch_size, NUM_DENSE], seed=s + [seed, 20])
-    logits = tf.reduce_sum(tf.gather(id_weights, rank), 1) + tf.linalg.matvec(dense, beta) + bias
-    clicks = tf.cast(tf.random.stateless_uniform([batch_size], seed=s + [seed, 30])
-                     < tf.sigmoid(logits), tf.float32)
-    return ids, dense, clicks, logits
+NUM_SLOTS, NUM_DENSE = clicks.NUM_SLOTS, clicks.NUM_DENSE
 
 
 def train_dataset_fn(ctx):
-    stream = ctx.input_pipeline_id
-    return tf.data.Dataset.range(1 << 62).map(
-        lambda i: make_batch(stream, i, FLAGS.batch_size, FLAGS.seed, FLAGS.num_ids)
-    ).prefetch(2)
+    return clicks.train_dataset(ctx.input_pipeline_id, FLAGS.batch_size, FLAGS.seed,
+                                FLAGS.num_ids)
 
 
 def eval_dataset_fn(ctx):
     del ctx  # every worker sees the whole set; the Trainer shards it exactly once
-    num_batches = FLAGS.eval_examples // 1024
-    return tf.data.Dataset.range(num_batches).map(
-        lambda i: make_batch(EVAL_STREAM, i, 1024, FLAGS.seed, FLAGS.num_ids))
+    return clicks.eval_dataset(FLAGS.eval_examples, FLAGS.seed, FLAGS.num_ids)
 
 
 def build_model():
@@ -99,31 +70,19 @@ def build_model():
 
 
 def loss_fn(model, batch):
-    ids, dense, clicks, _ = batch
+    ids, dense, labels, _ = batch
     logits = tf.squeeze(model([ids, dense], training=True), 1)
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(clicks, logits))
-
-
-def _histograms(scores, clicks):
-    bucket = tf.clip_by_value(tf.cast(scores * AUC_BUCKETS, tf.int32), 0, AUC_BUCKETS - 1)
-    pos = tf.math.unsorted_segment_sum(clicks, bucket, AUC_BUCKETS)
-    return pos, tf.math.unsorted_segment_sum(1.0 - clicks, bucket, AUC_BUCKETS)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits))
 
 
 def eval_fn(model, batch):
-    ids, dense, clicks, true_logits = batch
+    ids, dense, labels, true_logits = batch
     logits = tf.squeeze(model([ids, dense], training=False), 1)
-    pos, neg = _histograms(tf.sigmoid(logits), clicks)
-    opos, oneg = _histograms(tf.sigmoid(true_logits), clicks)
-    loss = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(clicks, logits))
-    return {"loss": loss, "count": tf.cast(tf.size(clicks), tf.float32),
+    pos, neg = clicks.histograms(tf.sigmoid(logits), labels)
+    opos, oneg = clicks.histograms(tf.sigmoid(true_logits), labels)
+    loss = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits))
+    return {"loss": loss, "count": tf.cast(tf.size(labels), tf.float32),
             "pos": pos, "neg": neg, "oracle_pos": opos, "oracle_neg": oneg}
-
-
-def auc_from_histograms(pos, neg):
-    """AUC of scores binned into ascending buckets (ties inside a bucket count half)."""
-    neg_below = np.cumsum(neg) - neg
-    return float((pos * (neg_below + 0.5 * neg)).sum() / max(pos.sum() * neg.sum(), 1.0))
 
 
 def main(argv):
@@ -141,12 +100,13 @@ def main(argv):
         options=tfps.TrainerOptions(
             steps_per_closure=FLAGS.steps_per_closure or None,
             accumulate_steps=FLAGS.accumulate_steps, staleness_aware=FLAGS.staleness_aware,
+            local_steps=FLAGS.local_steps, read_every=FLAGS.read_every,
             checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every))
     print(trainer.describe(), flush=True)
     result = trainer.train(FLAGS.train_steps)
     metrics = trainer.evaluate()
-    auc = auc_from_histograms(metrics["pos"], metrics["neg"])
-    oracle = auc_from_histograms(metrics["oracle_pos"], metrics["oracle_neg"])
+    auc = clicks.auc_from_histograms(metrics["pos"], metrics["neg"])
+    oracle = clicks.auc_from_histograms(metrics["oracle_pos"], metrics["oracle_neg"])
     trainer.summarize_eval({"loss": metrics["loss"], "auc": auc, "oracle_auc": oracle})
     print(f"result: auc={auc:.4f} oracle_auc={oracle:.4f} steps={result.step} "
           f"start_step={result.start_step}", flush=True)

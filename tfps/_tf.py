@@ -83,6 +83,8 @@ def _requirements():
          lambda: _sets_attribute(optimizer_v2.OptimizerV2, "_hyper")),
         ("OptimizerV2._get_hyper", "tf_keras/src/optimizers/legacy/optimizer_v2.py",
          lambda: callable(getattr(optimizer_v2.OptimizerV2, "_get_hyper", None))),
+        ("OptimizerV2._create_all_weights", "tf_keras/src/optimizers/legacy/optimizer_v2.py",
+         lambda: callable(getattr(optimizer_v2.OptimizerV2, "_create_all_weights", None))),
         ("Model._pss_evaluation_shards", "tf_keras/src/engine/training.py",
          lambda: _sets_attribute(training.Model, "_pss_evaluation_shards")),
     )
@@ -237,3 +239,80 @@ def function_graphs(graph) -> dict:
                 found.setdefault(name, inner)
         graph = getattr(graph, "outer_graph", None)
     return found
+
+
+def function_def_to_graph(function_def):
+    """The FuncGraph of a FunctionDef from a saved graph's library
+    (``tensorflow/python/framework/function_def_to_graph.py``)."""
+    from tensorflow.python.framework import function_def_to_graph as convert  # pylint: disable=g-import-not-at-top
+
+    return convert.function_def_to_graph(function_def)
+
+
+def fill_read_cache(variable, tensor) -> None:
+    """Makes `tensor` what `variable`'s reads return inside the current
+    `cache_variable_reads` scope (`CachingVariable._cache`, ps_values.py)."""
+    from tensorflow.python.distribute import distribute_utils  # pylint: disable=g-import-not-at-top
+
+    variable._cache = tensor  # pylint: disable=protected-access
+    variable._current_new_cache_scope_count = (  # pylint: disable=protected-access
+        distribute_utils.caching_scope_local.new_cache_scope_count)
+
+
+@contextlib.contextmanager
+def intercept_sparse_reads(variables, reader):
+    """Inside the block, ``var.sparse_read(indices, name=None)`` (what `tf.gather` and every
+    embedding lookup call on a resource variable, array_ops.py `gather`) becomes
+    ``reader(var, original_sparse_read, indices)`` for each of `variables`. Meant for tracing:
+    the traced graph keeps what the reader built."""
+    patched = []
+    try:
+        for var in variables:
+            if "sparse_read" in vars(var):  # already intercepted (nested): keep the outer one
+                continue
+            original = var.sparse_read
+
+            def read(indices, name=None, _var=var, _original=original):
+                return reader(_var, _original, indices)
+
+            var.sparse_read = read
+            patched.append(var)
+        yield
+    finally:
+        for var in patched:
+            del var.sparse_read
+
+
+def create_slots(optimizer, variables) -> None:
+    """Creates the optimizer's slots for `variables` now, changing no value
+    (`OptimizerV2._create_all_weights`, optimizer_v2.py). Restoring a checkpoint needs them
+    first: restored into a ShardedVariable's container before its shards' slots exist, slot
+    values are silently dropped at the first update (docs/tensorflow-notes.md)."""
+    optimizer._create_all_weights(list(variables))  # pylint: disable=protected-access
+
+
+class _Constant:
+    """A hyperparameter compiled into the traced closures (no variable, no read from ps)."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def __call__(self, *args):
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"constant {self.value!r}"
+
+
+def pin_hyperparameters(optimizer) -> bool:
+    """Makes the plain-number hyperparameters of a tf_keras legacy optimizer constants of the
+    traced closures instead of variables on a ps (``OptimizerV2._hyper``; `_create_hypers`
+    makes a variable of every hyperparameter that is not callable, and every update then
+    reads it from its ps). Returns True if one changed since the last call: a number set
+    after the last pinning (``optimizer.learning_rate = 0.01``), which needs a new trace."""
+    changed = False
+    for name, value in list(optimizer._hyper.items()):  # pylint: disable=protected-access
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            optimizer._hyper[name] = _Constant(float(value))  # pylint: disable=protected-access
+            changed = True
+    return changed

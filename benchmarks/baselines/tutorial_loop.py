@@ -50,8 +50,11 @@ def main():
         optimizer.apply_gradients(zip(grads, variables))
         return loss
 
+    traced = {}
+
     @tf.function
     def step_fn(iterator, num_steps):
+        traced["graph"] = tf.compat.v1.get_default_graph()  # for the traffic counts
         loss = tf.constant(0.0)
         for _ in tf.range(num_steps):
             loss = strategy.run(replica_fn, args=(next(iterator),))
@@ -66,7 +69,15 @@ def main():
         coordinator.join()
         return max(1, steps // k) * k
 
-    workloads.measure_windows(run, args.warmup_steps, args.steps, args.windows)
+    def rows():
+        if args.graph_out:
+            workloads.save_graph(traced["graph"], args.graph_out)
+        if args.workload == "linear":
+            return "0,0"
+        per_step, per_closure = workloads.distinct_ids(dataset_fn, 4 * k, k)
+        return f"{per_step:.1f},{per_closure:.1f}"
+
+    workloads.measure_windows(run, args.warmup_steps, args.steps, args.windows, rows=rows)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""Local accumulation: K micro-batches against one pull of the dense variables, one push.
+"""K micro-batches against one pull of the dense variables: accumulation and stale reads.
+
+* **Accumulation** (``TrainerOptions(accumulate_steps=K)``): one push of the mean gradient.
+* **Bounded-staleness reads** (``TrainerOptions(read_every=S)``, Stale Synchronous Parallel,
+  Ho et al., NIPS 2013): a push after every micro-batch, but the dense variables are read once
+  every S steps; the staleness each update sees (its own S-1 and other workers' updates) is
+  measured as for every update.
 
 Under `cache_variable_reads` a dense variable is read from ps once, at its first use, and the
 local copy serves every later read in the scope (TF's `CachingVariable`; tf_keras's exact
@@ -13,7 +19,8 @@ the mean. docs/tensorflow-notes.md ("Read cache") has the details of the cache.
 from __future__ import annotations
 
 from tfps import _tf
-from tfps.train.steps import StepFunctions
+from tfps.train.params import dedup_lookups
+from tfps.train.steps import StepFunctions, micro_batches
 
 tf = _tf.require()
 
@@ -21,29 +28,73 @@ __all__ = ["AccumulationStep"]
 
 
 class AccumulationStep:
-    """The accumulation closure (`fn`) of a `StepFunctions`."""
+    """The accumulation (or, with `push_each`, stale-reads) closure `fn` of `StepFunctions`."""
 
-    def __init__(self, steps: StepFunctions):
+    def __init__(self, steps: StepFunctions, push_each: bool = False):
         self.steps = steps
+        self.push_each = push_each
         self.fn = tf.function(self._closure)
         self.traced_graph = None  # the FuncGraph of the last trace (`tfps.train.traffic`)
 
-    def _closure(self, iterator, k: int):
+    def retrace(self) -> None:
+        """A fresh `tf.function`: the next closure traces anew."""
+        self.fn = tf.function(self._closure)
+
+    def _closure(self, iterator, k: int, stack: int):
         """K micro-batches, one update. `k` is a Python int: a short last closure (fewer steps
         left than accumulate_steps) is one more trace, and the step count stays exact."""
         steps = self.steps
         self.traced_graph = tf.compat.v1.get_default_graph()
         with _tf.cache_variable_reads(steps.variables):
-            micro_batch = steps.micro_batches(iterator)
+            micro_batch = micro_batches(iterator, stack)
             loss, grads, read_version = steps.strategy.run(
                 steps.replica_gradients, args=(micro_batch(0),))
             cached = [_tf.cached_read(var) for var in steps.variables]
             grads = [None if g is None else tf.convert_to_tensor(g) if c is not None else g
                      for g, c in zip(grads, cached)]  # a local copy's gradient is dense
+            if self.push_each:
+                first = steps.strategy.run(steps.apply, args=(grads, read_version))
+                loss, taus = self._stale(micro_batch, k - 1, loss, grads, cached, read_version,
+                                         first)
+                return loss / k, taus
             if k > 1:
                 loss, grads = self._more(micro_batch, k - 1, loss, grads, cached)
             tau = steps.strategy.run(self._apply_mean, args=(grads, k, read_version))
         return loss / k, tf.reshape(tau, [1])
+
+    def _one(self, batch, live, copies, cached):
+        """One micro-batch against the local copies (the loop body's captures of `cached`):
+        its loss, the gradients of the `live` variables and those of the `copies`."""
+        steps = self.steps
+        local = [_tf.capture(cached[i]) for i in copies]  # the loop body's placeholders
+        with tf.GradientTape() as tape, dedup_lookups(steps.variables, steps.dedup):
+            tape.watch(local)
+            step_loss = tf.cast(steps.loss_fn(steps.model, batch), tf.float32)
+        by_var, by_copy = tape.gradient(step_loss, ([steps.variables[i] for i in live], local))
+        return step_loss, by_var, dict(zip(copies, by_copy))
+
+    def _stale(self, micro_batch, n: int, loss, grads, cached, read_version, first_tau):
+        """Micro-batches 1..n, each pushed at once, all reading the dense copies of batch 0.
+        Returns the summed loss and the τ of every push."""
+        steps = self.steps
+        live = [i for i, g in enumerate(grads) if g is not None]
+        copies = [i for i in live if cached[i] is not None]
+
+        def body(step, total, taus):
+            step_loss, by_var, by_copy = steps.strategy.run(
+                self._one, args=(micro_batch(step + 1), live, copies, cached))
+            full = [None] * len(steps.variables)
+            for i, g in zip(live, by_var):
+                parts = [x for x in (by_copy.get(i), g) if x is not None]
+                full[i] = (None if not parts else parts[0] if len(parts) == 1 else
+                           tf.add_n([tf.convert_to_tensor(x) for x in parts]))
+            tau = steps.strategy.run(steps.apply, args=(full, read_version))
+            return step + 1, total + step_loss, taus.write(step + 1, tau)
+
+        taus = tf.TensorArray(tf.int64, size=n + 1).write(0, first_tau)
+        _, loss, taus = tf.while_loop(lambda step, *_: step < n, body,
+                                      (tf.constant(0), loss, taus))
+        return loss, taus.stack()
 
     def _more(self, micro_batch, n: int, loss, grads, cached):
         """Runs micro-batches ``micro_batch(1)`` .. ``micro_batch(n)`` in a while loop; returns
@@ -54,13 +105,7 @@ class AccumulationStep:
         copied = set(copies)
 
         def one(batch):
-            local = [_tf.capture(cached[i]) for i in copies]  # the loop body's placeholders
-            with tf.GradientTape() as tape:
-                tape.watch(local)
-                step_loss = tf.cast(steps.loss_fn(steps.model, batch), tf.float32)
-            by_var, by_copy = tape.gradient(
-                step_loss, ([steps.variables[i] for i in live], local))
-            return step_loss, by_var, dict(zip(copies, by_copy))
+            return self._one(batch, live, copies, cached)
 
         def add(i, acc, g, g_copy):
             if i in copied:  # a local copy: its gradient, plus any sparse reads'

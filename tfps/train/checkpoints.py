@@ -54,7 +54,9 @@ class Checkpoints:
         # for variables that already exist, and tf_keras refuses to create them outside the
         # strategy their variables belong to (OptimizerV2.add_slot).
         with self._strategy.scope():
-            self.checkpoint.restore(path)
+            # expect_partial: checkpoints of earlier tfps versions hold the optimizer's
+            # hyperparameters as variables, which are now constants of the closures.
+            self.checkpoint.restore(path).expect_partial()
         return path
 
     def save(self, number: int) -> str:

@@ -39,18 +39,20 @@ class TrainLoop:
       save: ``save(step)``: writes the step counter and a checkpoint (or does nothing).
       record_values: ``record_values(step, loss, taus) -> {name: value}`` for a record.
       model_dir: where TensorBoard summaries go (None: none).
+      on_packing: ``on_packing(steps_per_closure)``, called once the count is chosen.
     """
 
     def __init__(self, *, schedule: Callable, join: Callable, num_workers: int,
                  options: TrainerOptions, save: Callable[[int], Any],
-                 record_values: Callable, model_dir: str | None):
+                 record_values: Callable, model_dir: str | None,
+                 on_packing: Callable[[int], None] = lambda n: None):
         self._schedule, self._join, self._save = schedule, join, save
         self._workers = num_workers
         self._options = options
         self._record_values = record_values
         self._model_dir = model_dir
+        self._on_packing = on_packing
         self.measured_packing: int | None = None
-        self.steps_per_closure: int | None = None  # of the last run
 
     # ------------------------------------------------------------------------ packing
     def measure_packing(self, budget_steps: int) -> tuple[int, int]:
@@ -86,8 +88,8 @@ class TrainLoop:
 
     def _steps_per_closure(self, step: int, train_steps: int) -> tuple[int, int]:
         opts = self._options
-        if opts.accumulate_steps > 1:
-            return opts.accumulate_steps, 0
+        if opts.closure_steps:
+            return opts.closure_steps, 0
         if opts.steps_per_closure:
             return opts.steps_per_closure, 0
         if self.measured_packing:
@@ -108,7 +110,7 @@ class TrainLoop:
         reporter.start(start)
         t0 = time.perf_counter()
         per_closure, used = self._steps_per_closure(start, train_steps)
-        self.steps_per_closure = per_closure
+        self._on_packing(per_closure)
         done = scheduled = start + used  # finished steps; steps scheduled so far
         pending: collections.deque = collections.deque()  # (steps, RemoteValue)
         taus: list[np.ndarray] = []

@@ -13,9 +13,11 @@ worker failure (docs/tensorflow-notes.md, "At-least-once closures").
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 from tfps import _tf
+from tfps.train.params import FusedDense, dedup_lookups
 from tfps.train.staleness import Staleness
 
 tf = _tf.require()
@@ -39,86 +41,167 @@ class StepFunctions:
       loss_fn: ``loss_fn(model, batch) -> scalar loss``.
       optimizer: a tf_keras legacy optimizer (it places its slots beside each shard).
       staleness: the `Staleness` counter.
+      dedup: gather each distinct embedding id once per lookup (`tfps.train.params`).
     """
 
     def __init__(self, *, strategy, model, variables: list, loss_fn: Callable, optimizer,
-                 staleness: Staleness):
+                 staleness: Staleness, dedup: bool = False):
         self.strategy, self.model, self.variables = strategy, model, variables
         self.optimizer, self.staleness = optimizer, staleness
         self.loss_fn = loss_fn
+        self.dedup = dedup
+        self.fused: FusedDense | None = None  # set by `fuse`
+        self.dense: list = []  # the variables with dense gradients, once probed
+        self.lookup_bounds: dict = {}  # variable ref -> most ids per batch (None: unknown)
         # Variable name -> "IndexedSlices" / the dense gradient's type, filled at trace time.
         self.gradient_types: dict[str, str] = {}
-        # Elements of the per-worker dataset are stacks of this many batches (1: plain).
-        self.stack = 1
         self.train_fn = tf.function(self._train_closure)
         self.traced_graph = None  # the FuncGraph of the last trace (`tfps.train.traffic`)
 
+    def retrace(self) -> None:
+        """A fresh `tf.function`: the next closure traces anew."""
+        self.train_fn = tf.function(self._train_closure)
+
+    # ------------------------------------------------------------------------ parameters
+    def probe(self, element_spec) -> None:
+        """Sets `dense` (the variables whose gradient is dense, not `IndexedSlices`) and
+        `lookup_bounds` (variable -> most ids one batch looks up in it) from one trace of the
+        loss on a batch of `element_spec` (on the chief; nothing runs)."""
+        bounds: dict = {}
+
+        def record(var, original, indices):
+            bound = _static_size(indices)
+            bounds[var.ref()] = None if bound is None or bounds.get(var.ref(), 0) is None \
+                else bounds.get(var.ref(), 0) + bound
+            return original(indices)
+
+        def probe(batch):
+            with tf.GradientTape() as tape, _tf.intercept_sparse_reads(self.variables, record):
+                loss = self.loss_fn(self.model, batch)
+            grads = tape.gradient(loss, self.variables)
+            self.dense = [v for v, g in zip(self.variables, grads)
+                          if g is not None and not isinstance(g, tf.IndexedSlices)]
+            return loss
+
+        tf.function(probe).get_concrete_function(element_spec)
+        self.lookup_bounds = bounds
+
+    def fuse(self, variables: list) -> None:
+        """Carries `variables` (dense) in one buffer per ps from now on."""
+        fused = FusedDense(self.strategy, variables, self.optimizer)
+        self.fused = fused if fused.groups else None
+
     # ------------------------------------------------------------------------ on a replica
     def replica_gradients(self, batch):
-        """``(loss, gradients, counter read)`` of one batch; nothing is applied yet."""
+        """``(loss, gradients, counter read)`` of one batch; nothing is applied yet. One
+        gradient per variable (a fused variable's is taken with respect to its slice of the
+        buffer read, which the model's reads return)."""
         read_version = self.staleness.read()
         with tf.control_dependencies(Staleness.before_reads(read_version)), \
-                tf.GradientTape() as tape:
+                tf.GradientTape() as tape, dedup_lookups(self.variables, self.dedup):
+            slices = {}
+            if self.fused is not None:  # inside the closure's cache_variable_reads scope
+                _, slices = self.fused.read()
+                tape.watch(list(slices.values()))
+                self.fused.install(slices)
             loss = tf.cast(self.loss_fn(self.model, batch), tf.float32)
-        grads = tape.gradient(loss, self.variables)  # IndexedSlices stay sparse
+        targets = [slices.get(v.ref(), v) for v in self.variables]
+        grads = tape.gradient(loss, targets)  # IndexedSlices stay sparse
         self.gradient_types = {v.name: type(g).__name__ for v, g in zip(self.variables, grads)}
         return loss, grads, read_version
 
     def apply(self, grads, read_version):
-        """Pushes `grads` (None entries skipped); returns the update's staleness τ."""
-        pairs = [(g, v) for g, v in zip(grads, self.variables) if g is not None]
-        return self.staleness.count(grads, read_version,
+        """Pushes `grads` (None entries skipped; a fused variable's travel in its buffer's
+        one flat gradient); returns the update's staleness τ."""
+        fused = set() if self.fused is None else {v.ref() for v in self.fused.variables}
+        pairs = [(g, v) for g, v in zip(grads, self.variables)
+                 if g is not None and v.ref() not in fused]
+        if fused:
+            by_var = {v.ref(): g for g, v in zip(grads, self.variables) if v.ref() in fused}
+            pairs += list(zip(self.fused.gradients_from_vars(by_var), self.fused.buffers))
+        return self.staleness.count([g for g, _ in pairs], read_version,
                                     lambda: self.optimizer.apply_gradients(pairs))
+
+    def reads_scope(self):
+        """The closure-wide scope fused reads need (`cache_variable_reads`), or a no-op."""
+        if self.fused is None:
+            return contextlib.nullcontext()
+        return _tf.cache_variable_reads(self.variables)
 
     def _replica_step(self, batch):
         loss, grads, read_version = self.replica_gradients(batch)
         return loss, self.apply(grads, read_version)
 
     # ------------------------------------------------------------------------ closures
-    def _train_closure(self, iterator, num_steps):
-        """`num_steps` steps, each one pull -> gradient -> push. Returns (mean loss, τs)."""
+    def _train_closure(self, iterator, num_steps, stack: int = 1):
+        """`num_steps` steps, each one pull -> gradient -> push. Returns (mean loss, τs).
+        With ``stack > 1`` each element of `iterator` holds `stack` batches and the closure
+        fetches one (``num_steps <= stack``)."""
         self.traced_graph = tf.compat.v1.get_default_graph()
         total = tf.constant(0.0)
         taus = tf.TensorArray(tf.int64, size=num_steps)
-        for i in tf.range(num_steps):
-            loss, tau = self.strategy.run(self._replica_step, args=(next_batch(iterator),))
-            total += loss
-            taus = taus.write(i, tau)
+        with self.reads_scope():
+            batch_at = micro_batches(iterator, stack)
+            for i in tf.range(num_steps):
+                loss, tau = self.strategy.run(self._replica_step, args=(batch_at(i),))
+                total += loss
+                taus = taus.write(i, tau)
         return total / tf.cast(num_steps, tf.float32), taus.stack()
 
     # ------------------------------------------------------------------------ input
-    def per_worker_iterator(self, coordinator, dataset_fn: Callable, stack: int = 1):
-        """The per-worker iterator over `dataset_fn`'s batches.
-
-        With ``stack > 1`` and static element shapes, each element stacks `stack` batches
-        (``batch(stack, drop_remainder=True)``): PSS fetches every per-worker element through
-        a MultiDeviceIterator at ~0.35 ms whatever its size, which would otherwise be most of
-        a small model's step. `self.stack` says what was done (the decision needs the element
-        spec, known when the coordinator traces the dataset function, before any closure).
-        """
-        strategy = self.strategy
+    def per_worker_input(self, coordinator, dataset_fn: Callable, stack: int = 1) -> "Input":
+        """The per-worker iterator over `dataset_fn`'s batches (see `Input`)."""
+        strategy, made = self.strategy, Input()
 
         def stacked_dataset_fn(context):
             dataset = dataset_fn(context)
             if stack > 1 and static_shapes(dataset.element_spec) and \
                     _tf.gpus_per_worker(strategy) <= 1:
-                self.stack = stack
+                made.stack = stack
                 return dataset.batch(stack, drop_remainder=True)
-            self.stack = 1
             return dataset
 
         def per_worker_dataset():
             return strategy.distribute_datasets_from_function(stacked_dataset_fn)
 
-        return iter(coordinator.create_per_worker_dataset(per_worker_dataset))
+        made.iterator = iter(coordinator.create_per_worker_dataset(per_worker_dataset))
+        return made
 
-    def micro_batches(self, iterator):
-        """``micro_batch(i)`` for the batches of one closure: slices of one stacked element,
-        or one fetch each."""
-        if self.stack > 1:
-            stacked = next_batch(iterator)
-            return lambda i: tf.nest.map_structure(lambda t: t[i], stacked)
-        return lambda i: next_batch(iterator)
+
+def _static_size(tensor) -> int | None:
+    """The number of elements of `tensor`, or an upper bound read through the ops a sharded
+    lookup routes its ids with (a partition or a de-duplication holds at most its input)."""
+    while not tensor.shape.is_fully_defined():
+        if tensor.op.type not in ("DynamicPartition", "Unique", "Reshape", "Identity", "Cast"):
+            return None
+        tensor = tensor.op.inputs[0]
+    return tensor.shape.num_elements()
+
+
+class Input:
+    """A per-worker iterator and how many batches each of its elements stacks.
+
+    With ``stack > 1`` and static element shapes, each element stacks `stack` batches
+    (``batch(stack, drop_remainder=True)``): PSS fetches every per-worker element through a
+    MultiDeviceIterator at ~0.35 ms whatever its size, which would otherwise be most of a small
+    model's step (docs/tensorflow-notes.md). The decision needs the element spec, known when
+    the coordinator traces the dataset function, before any closure. A closure of fewer steps
+    than `stack` uses the first batches of its element.
+    """
+
+    def __init__(self):
+        self.iterator = None
+        self.stack = 1      # batches per element, as made
+        self.requested = 1  # batches per element asked for
+
+
+def micro_batches(iterator, stack: int):
+    """``batch_at(i)`` for the batches of one closure: slices of one stacked element (fetched
+    now), or one fetch per call."""
+    if stack > 1:
+        stacked = next_batch(iterator)
+        return lambda i: tf.nest.map_structure(lambda t: t[i], stacked)
+    return lambda i: next_batch(iterator)
 
 
 def next_batch(iterator):

@@ -26,18 +26,28 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 
 from tfps import _tf
 
 tf = _tf.require()
 
-__all__ = ["Traffic", "count"]
+__all__ = ["Crossing", "Traffic", "count", "count_file"]
 
 _WORKER = "worker"
 _LOOPS = ("While", "StatelessWhile")
 _BRANCHES = ("If", "StatelessIf", "Case", "StatelessCase")
 _CALLS = ("PartitionedCall", "StatefulPartitionedCall")
 _NESTING = _LOOPS + _BRANCHES + _CALLS
+
+
+class Crossing(collections.namedtuple(
+        "Crossing", "direction tensor producer consumer bytes weight row_bytes in_loop")):
+    """One tensor crossing between worker and ps: ``direction`` is ``to_ps`` or ``from_ps``;
+    the op types that produce and consume it; its static bytes (None: dynamic); how many
+    times per run of the closure it crosses; for a tensor whose only unknown dimension is
+    the first (rows of ids known at run time), the bytes per row; whether it crosses inside
+    the closure's loop (per step) or outside it (per closure)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +62,7 @@ class Traffic:
       unsized: tensors crossing whose size is not known at trace time (not in the bytes).
       loop: the counts of one iteration of the closure's loop alone (what repeats per step or
         micro-batch, without the once-per-closure part), or None without a loop.
+      crossings: every crossing tensor (`Crossing`), for a closer look.
     """
 
     to_ps: tuple[float, float]
@@ -60,6 +71,8 @@ class Traffic:
     fetches: float
     unsized: float = 0.0
     loop: "Traffic | None" = None
+    crossings: tuple = dataclasses.field(default=(), repr=False, compare=False)
+    closure_steps: int = 1
 
     @property
     def tensors(self) -> float:
@@ -68,6 +81,17 @@ class Traffic:
     @property
     def bytes(self) -> float:
         return self.to_ps[1] + self.from_ps[1]
+
+    def bytes_with_rows(self, per_step_rows: float, per_closure_rows: float) -> float:
+        """Bytes per step, with the tensors of run-time size resolved: a tensor whose rows
+        are known only at run time (ids de-duplicated in a step, or over a closure) counts
+        `per_step_rows` rows inside the closure's loop and `per_closure_rows` outside it."""
+        dynamic = 0.0
+        for c in self.crossings:
+            if c.bytes is None and c.row_bytes is not None:
+                rows = per_step_rows if c.in_loop else per_closure_rows
+                dynamic += c.weight * rows * c.row_bytes
+        return self.bytes + dynamic / self.closure_steps
 
     def as_dict(self) -> dict:
         return {"tensors": self.tensors, "bytes": self.bytes,
@@ -90,21 +114,36 @@ def _size(tensor) -> int | None:
     return None if n is None or tensor.dtype == tf.variant else n * tensor.dtype.size
 
 
-class _Counter:
-    """Walks a graph and its loop bodies; `totals` are per run of the outer graph."""
+def _row_bytes(tensor) -> int | None:
+    """Bytes per row of a tensor whose first dimension alone is unknown."""
+    shape = tensor.shape
+    if shape.rank is None or shape.rank == 0 or not shape[1:].is_fully_defined() or \
+            tensor.dtype == tf.variant:
+        return None
+    return shape[1:].num_elements() * tensor.dtype.size
 
-    def __init__(self, trips: int):
+
+class _Counter:
+    """Walks a graph and its loop bodies; `totals` are per run of the outer graph.
+
+    `bodies` maps function names to their graphs (a saved graph's library); None looks them
+    up in the live traced graphs.
+    """
+
+    def __init__(self, trips: int, bodies: dict | None = None, in_loop: bool = False):
         self.trips = trips
+        self.bodies = bodies
+        self.in_loop = in_loop
         self.totals = collections.Counter()
         self.loop_totals: collections.Counter | None = None  # one iteration of the top loop
-        self.crossings: list = []  # (direction, tensor, consumer op type, bytes, weight)
+        self.crossings: list[Crossing] = []
 
     def walk(self, graph, input_devices: dict, weight: float) -> None:
         devices = dict(input_devices)  # tensor name -> device of its producer
         for external, internal in getattr(graph, "captures", ()):
             device = getattr(external, "device", "") or ""
             devices.setdefault(internal.name, device if _is_ps(device) else _WORKER)
-        functions = _tf.function_graphs(graph)
+        functions = self.bodies if self.bodies is not None else _tf.function_graphs(graph)
         ops = graph.get_operations()
         placed: dict[str, str] = {}
         for op in ops:  # ops with a ps resource input run on that ps
@@ -145,7 +184,9 @@ class _Counter:
                     way = "to_ps" if _is_ps(here) else "from_ps"
                     size = _size(t)
                     self.totals[f"{way}_tensors"] += weight
-                    self.crossings.append((way, t.name, op.type, size, weight))
+                    self.crossings.append(Crossing(
+                        way, t.name, t.op.type, op.type, size, weight,
+                        _row_bytes(t) if size is None else None, self.in_loop))
                     if size is None:
                         self.totals["unsized"] += weight
                     else:
@@ -169,7 +210,7 @@ class _Counter:
             body = functions.get(name)
             if body is None:
                 continue
-            counter = _Counter(self.trips)
+            counter = _Counter(self.trips, self.bodies, self.in_loop or op.type in _LOOPS)
             mapping = {b.name: (devices.get(t.name, _WORKER) if t.dtype == tf.resource
                                 else _WORKER) for b, t in zip(body.inputs, inputs)}
             counter.walk(body, mapping, 1.0)
@@ -179,21 +220,73 @@ class _Counter:
             self.loop_totals = collections.Counter(best)
         for key, value in (best or {}).items():
             self.totals[key] += value * inner * weight
-        self.crossings += [(way, t, consumer, size, w * inner * weight)
-                           for way, t, consumer, size, w in best_crossings]
+        self.crossings += [c._replace(weight=c.weight * inner * weight)
+                           for c in best_crossings]
 
 
-def _traffic(totals, per: float, loop=None) -> Traffic:
+def _traffic(totals, steps: int, loop=None, crossings=()) -> Traffic:
+    per = 1.0 / steps
     return Traffic(to_ps=(totals["to_ps_tensors"] * per, totals["to_ps_bytes"] * per),
                    from_ps=(totals["from_ps_tensors"] * per, totals["from_ps_bytes"] * per),
                    ps_ops=totals["ps_ops"] * per, fetches=totals["fetches"] * per,
-                   unsized=totals["unsized"] * per, loop=loop)
+                   unsized=totals["unsized"] * per, loop=loop, crossings=tuple(crossings),
+                   closure_steps=steps)
 
 
-def count(graph, steps: int, trips: int) -> Traffic:
+def count(graph, steps: int, trips: int, *, devices: dict | None = None,
+          bodies: dict | None = None) -> Traffic:
     """The per-step `Traffic` of a traced closure `graph` that runs `steps` training steps,
-    its loop bodies `trips` times (``steps`` for a per-step loop, ``K - 1`` for accumulation)."""
-    counter = _Counter(trips)
-    counter.walk(graph, {}, 1.0)
-    loop = None if counter.loop_totals is None else _traffic(counter.loop_totals, 1.0)
-    return _traffic(counter.totals, 1.0 / max(steps, 1), loop)
+    its loop bodies `trips` times (``steps`` for a per-step loop, ``K - 1`` for accumulation).
+
+    `devices` (placeholder tensor name -> device) and `bodies` describe a graph loaded by
+    `load`; a live traced graph carries both itself.
+    """
+    counter = _Counter(trips, bodies)
+    counter.walk(graph, devices or {}, 1.0)
+    loop = None if counter.loop_totals is None else _traffic(counter.loop_totals, 1)
+    return _traffic(counter.totals, max(steps, 1), loop, counter.crossings)
+
+
+def count_file(path: str, steps: int, trips: int) -> Traffic:
+    """`count` for a traced closure graph saved to a file: `path` holds its GraphDef with
+    shapes (``graph.as_graph_def(add_shapes=True)``) and ``path + ".json"`` maps each
+    captured placeholder's op name to the device of the handle it captures (what the
+    benchmarks' plain-TF programs write, `benchmarks/workloads.py` `save_graph`). Run it in
+    a process that traced nothing else: loading registers the graph's functions."""
+    graph_def = tf.compat.v1.GraphDef()
+    with open(path, "rb") as f:
+        graph_def.ParseFromString(f.read())
+    with open(path + ".json") as f:
+        devices = {f"{name}:0": device for name, device in json.load(f).items()}
+    with tf.Graph().as_default() as graph:
+        tf.graph_util.import_graph_def(graph_def, name="")
+        bodies = {fn.signature.name: _tf.function_def_to_graph(fn)
+                  for fn in graph_def.library.function}
+    return count(graph, steps, trips, devices=devices, bodies=bodies)
+
+
+def main(argv=None) -> int:
+    """``python -m tfps.train.traffic GRAPH --steps N --trips N``: prints the counts as JSON."""
+
+    from tfps import _cli
+
+    parser = _cli.Parser(prog="python -m tfps.train.traffic", description=main.__doc__)
+    parser.add_argument("graph")
+    parser.add_argument("--steps", type=_cli.int_in(1, 1 << 30), required=True)
+    parser.add_argument("--trips", type=_cli.int_in(0, 1 << 30), required=True)
+    parser.add_argument("--rows", type=float, nargs=2, metavar=("PER_STEP", "PER_CLOSURE"),
+                        default=(0.0, 0.0), help="run-time rows of the dynamic tensors")
+    try:
+        args = parser.parse_args(argv)
+        result = count_file(args.graph, args.steps, args.trips)
+    except (_cli.UsageError, OSError) as e:
+        return _cli.exit_on_error(parser.prog, e)
+    print(json.dumps({**result.as_dict(), "bytes_resolved": result.bytes_with_rows(*args.rows),
+                      "loop": result.loop and result.loop.as_dict()}))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -42,8 +42,8 @@ from tfps.errors import ConfigError
 from tfps.evaluation import ExactEvaluator
 from tfps.progress import ProgressReporter
 from tfps.strategy import make_coordinator, shards, variable_table
-from tfps.train.accumulate import AccumulationStep
 from tfps.train.checkpoints import Checkpoints
+from tfps.train.closures import Closures
 from tfps.train.loop import TrainLoop
 from tfps.train.options import TrainerOptions, TrainResult
 from tfps.train.staleness import Staleness
@@ -136,8 +136,19 @@ class Trainer:
                               "call it once or give its input shape) in the model function.")
         self._steps = StepFunctions(strategy=strategy, model=self.model, variables=variables,
                                     loss_fn=loss_fn, optimizer=self.optimizer,
-                                    staleness=self._staleness)
-        self._accumulation = AccumulationStep(self._steps)
+                                    staleness=self._staleness, dedup=options.dedup_lookups)
+        # Every slot exists before a restore: restored into a ShardedVariable's container
+        # first, slot values are silently dropped (docs/tensorflow-notes.md, "Sharded models
+        # in SavedModels and resharded checkpoints").
+        # Plain-number hyperparameters (learning rate, momentum, ...) become constants of the
+        # closures: as variables on a ps each update would read them (docs/tensorflow-notes.md,
+        # "Optimizer hyperparameters as variables"). A number set later is pinned again at the
+        # next train(), with a new trace.
+        _tf.pin_hyperparameters(self.optimizer)
+        with strategy.scope():
+            _tf.create_slots(self.optimizer, variables)
+        self._closures = Closures(coordinator=self.coordinator, steps=self._steps,
+                                  options=options, dataset_fn=dataset_fn)
         self._checkpoints = None
         if model_dir:
             self._checkpoints = Checkpoints(
@@ -145,10 +156,10 @@ class Trainer:
                 directory=os.path.join(model_dir, "checkpoints"),
                 max_to_keep=options.max_to_keep, model=self.model, optimizer=self.optimizer,
                 step=self.global_step, version=self._staleness.version)
-        self._loop = TrainLoop(schedule=self._schedule, join=self.coordinator.join,
+        self._loop = TrainLoop(schedule=self._closures.schedule, join=self.coordinator.join,
                                num_workers=self._workers, options=options, save=self._save,
-                               record_values=self._record_values, model_dir=model_dir)
-        self._iterator = None
+                               record_values=self._record_values, model_dir=model_dir,
+                               on_packing=self._closures.use_packing)
         self.restored_step = self.restore()
 
     @staticmethod
@@ -178,17 +189,6 @@ class Trainer:
         return int(self.global_step.numpy())
 
     # ------------------------------------------------------------------------ training
-    def _schedule(self, num_steps: int):
-        if self._iterator is None:
-            stack = self.options.accumulate_steps
-            self._iterator = self._steps.per_worker_iterator(self.coordinator, self._dataset_fn,
-                                                             stack=stack)
-        if self.options.accumulate_steps > 1:
-            return self.coordinator.schedule(self._accumulation.fn,
-                                             args=(self._iterator, num_steps))
-        return self.coordinator.schedule(self._steps.train_fn,
-                                         args=(self._iterator, tf.constant(num_steps, tf.int32)))
-
     def train(self, train_steps: int) -> TrainResult:
         """Trains until the step count reaches `train_steps` (resuming from a checkpoint).
 
@@ -197,7 +197,15 @@ class Trainer:
           ``options.checkpoint_every`` steps and at the end.
         """
         validate.integer("train_steps", train_steps, low=0, high=10**12)
-        return self._loop.run(self.step, train_steps)
+        if _tf.pin_hyperparameters(self.optimizer):
+            self._closures.retrace()
+        self._closures.prepare()
+        if self._steps.fused is not None:
+            self._steps.fused.from_model()  # the model's variables may have been set meanwhile
+        try:
+            return self._loop.run(self.step, train_steps)
+        finally:
+            self._sync_model()
 
     def _record_values(self, step: int, rate: float, loss: float) -> dict:
         values = {}
@@ -207,20 +215,17 @@ class Trainer:
         values["lr"] = self.current_learning_rate()
         return values
 
+    @property
+    def traced_graph(self):
+        """The graph of the training closure as last traced (None before `train`): what
+        `traffic` counts; ``graph.as_graph_def()`` shows every op."""
+        return self._closures.traced_graph
+
     def traffic(self) -> traffic.Traffic:
         """Per-step parameter traffic of the training closure as last traced: tensors and
         bytes between worker and ps, ops on ps, dataset fetches (`tfps.train.traffic`).
         Deterministic: it counts the graph, not the clock. Call after `train`."""
-        k = self.options.accumulate_steps
-        if k > 1:
-            graph, steps, trips = self._accumulation.traced_graph, k, k - 1
-        else:
-            graph = self._steps.traced_graph
-            steps = trips = self._loop.steps_per_closure or 1
-        if graph is None:
-            raise ConfigError("traffic() counts the traced training closure: call train() "
-                              "first. Received: no trace yet")
-        return traffic.count(graph, steps=steps, trips=trips)
+        return self._closures.traffic()
 
     def current_learning_rate(self) -> float:
         """The optimizer's base learning rate at its current step (chief-side read)."""
@@ -237,15 +242,22 @@ class Trainer:
             log.info("tfps: restored %s (step %d)", path, self.step)
         return self.step
 
+    def _sync_model(self) -> None:
+        """Writes fused buffers into the model's own variables and slots (after a join)."""
+        if self._steps.fused is not None:
+            self.coordinator.join()
+            self._steps.fused.to_model()
+
     def _save(self, step: int) -> str | None:
         self.global_step.assign(step)
-        return self._checkpoints.save(step) if self._checkpoints else None
+        if self._checkpoints is None:
+            return None
+        self._sync_model()
+        return self._checkpoints.save(step)
 
     def save(self) -> str | None:
         """Writes a checkpoint now (all scheduled closures are joined first)."""
-        if self._checkpoints is None:
-            return None
-        return self._checkpoints.save(self.step)
+        return None if self._checkpoints is None else self._save(self.step)
 
     # ------------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
@@ -256,6 +268,7 @@ class Trainer:
         returns one.
         """
         eval_dataset_fn, eval_fn = self._eval
+        self._sync_model()
         if eval_fn is None:
             raise ConfigError("evaluate() needs `eval_dataset_fn` and `eval_fn`. "
                               "Received: eval_fn=None")

@@ -1,0 +1,19 @@
+"""tfps side of ``quality_guard``: train the clicks workload for ``--steps`` steps in the mode
+the flags pick, then print the held-out AUC (``bench: auc=... oracle=...``)."""
+
+import side  # noqa: I001  (tfps first)
+import tensorflow as tf
+import workloads
+
+
+def main():
+    args = side.parser().parse_args()
+    trainer = side.trainer(args)
+    trainer.train(args.steps)
+    auc, oracle = workloads.clicks_auc(
+        lambda ids, dense: tf.squeeze(trainer.model([ids, dense]), 1), args.num_ids)
+    print(f"bench: auc={auc:.5f} oracle={oracle:.5f} steps={trainer.step}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

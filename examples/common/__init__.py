@@ -1,0 +1,1 @@
+"""Code the examples and the benchmarks share. Plain TensorFlow: no tfps import."""

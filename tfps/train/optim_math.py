@@ -1,0 +1,122 @@
+"""Optimizer updates as plain functions of tensors, the same arithmetic as tf_keras's legacy
+optimizers apply to variables on ps tasks.
+
+Local steps (`tfps.train.local`) update worker-local copies of parameters and slots with
+these, and push the difference; the update rules are those of the legacy kernels
+(``ResourceApplyGradientDescent``, ``ResourceApplyKerasMomentum``, ``ResourceApplyAdagradV2``,
+``ResourceApplyAdam``):
+
+* SGD: ``w -= lr g``; with momentum ``m = μ m - lr g; w += m`` (Nesterov: ``w += μ m - lr g``);
+* Adagrad: ``a += g²; w -= lr g / (√a + ε)``;
+* Adam: ``m = β₁ m + (1-β₁) g; v = β₂ v + (1-β₂) g²;
+  w -= lr √(1-β₂ᵗ)/(1-β₁ᵗ) · m / (√v + ε)``, t the 1-based update count.
+
+For rows of an embedding, they update only the rows given ("lazy" Adam: tf_keras's own sparse
+Adam also decays the moments of every other row at every step).
+
+>>> rule = rule_for(tf_keras.optimizers.legacy.Adagrad(0.5, epsilon=0.0))  # doctest: +SKIP
+>>> w, (a,) = rule.update(tf.constant([1.0]), [tf.constant([0.0])], tf.constant([2.0]),
+...                       step=tf.constant(0, tf.int64))  # doctest: +SKIP
+>>> float(w), float(a)  # doctest: +SKIP
+(0.5, 4.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+from tfps import _tf
+from tfps.errors import ConfigError
+
+tf = _tf.require()
+
+__all__ = ["Rule", "SUPPORTED", "rule_for"]
+
+SUPPORTED = ("SGD", "Adagrad", "Adam")
+
+
+def _hyper(optimizer, name: str, step) -> "tf.Tensor":
+    """A hyperparameter's value at `step` (a float, a variable, a schedule or a callable)."""
+    value = _tf.optimizer_hyper(optimizer, name)
+    if isinstance(value, tf.Variable):
+        return tf.cast(value.read_value(), tf.float32)
+    if callable(value):
+        try:
+            value = value(tf.cast(step, tf.float32))  # a schedule: at the step
+        except TypeError:
+            value = value()  # a callable taking nothing (tfps's staleness wrapper)
+    return tf.cast(value, tf.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One optimizer's update: its slot names (as tf_keras names them) and the function.
+
+    `update(w, slots, g, step)` returns ``(new w, new slots)``; `step` is the count of
+    updates before this one (the optimizer's ``iterations``).
+    """
+
+    name: str
+    slot_names: tuple[str, ...]
+    update: Callable
+
+
+def rule_for(optimizer) -> Rule:
+    """The `Rule` of a tf_keras legacy SGD, Adagrad or Adam; `ConfigError` for any other."""
+    kind = type(optimizer).__name__
+    if kind not in SUPPORTED or getattr(optimizer, "amsgrad", False) or \
+            getattr(optimizer, "centered", False):
+        raise ConfigError(f"Argument `optimizer` must be one of {', '.join(SUPPORTED)} "
+                          f"(without amsgrad) for local steps. Received: optimizer={kind}")
+    eps = float(getattr(optimizer, "epsilon", 0.0) or 0.0)
+    if kind == "SGD":
+        momentum = _tf.optimizer_hyper(optimizer, "momentum")
+        if not callable(momentum) and not isinstance(momentum, tf.Variable) and \
+                float(momentum) == 0.0:
+            return Rule("SGD", (), lambda w, s, g, step: (
+                w - _hyper(optimizer, "learning_rate", step) * g, []))
+        nesterov = bool(optimizer.nesterov)
+
+        def momentum_update(w, slots, g, step):
+            lr, mu = _hyper(optimizer, "learning_rate", step), _hyper(optimizer, "momentum", step)
+            m = mu * slots[0] - lr * g
+            return (w + mu * m - lr * g if nesterov else w + m), [m]
+
+        return Rule("SGD", ("momentum",), momentum_update)
+    if kind == "Adagrad":
+        def adagrad(w, slots, g, step):
+            a = slots[0] + g * g
+            return w - _hyper(optimizer, "learning_rate", step) * g / (tf.sqrt(a) + eps), [a]
+
+        return Rule("Adagrad", ("accumulator",), adagrad)
+
+    def adam(w, slots, g, step):
+        lr = _hyper(optimizer, "learning_rate", step)
+        b1, b2 = _hyper(optimizer, "beta_1", step), _hyper(optimizer, "beta_2", step)
+        t = tf.cast(step + 1, tf.float32)
+        m = b1 * slots[0] + (1 - b1) * g
+        v = b2 * slots[1] + (1 - b2) * g * g
+        lr_t = lr * tf.sqrt(1 - tf.pow(b2, t)) / (1 - tf.pow(b1, t))
+        return w - lr_t * m / (tf.sqrt(v) + eps), [m, v]
+
+    return Rule("Adam", ("m", "v"), adam)
+
+
+def slots_of(optimizer, rule: Rule, variable) -> list:
+    """The optimizer's slot variables of `variable`, in `rule`'s order."""
+    return [optimizer.get_slot(variable, name) for name in rule.slot_names]
+
+
+def apply_all(rule: Rule, values: Sequence, slots: Sequence, grads: Sequence, step):
+    """`rule.update` over lists; a None gradient leaves its parameter and slots as they are."""
+    out_values, out_slots = [], []
+    for w, s, g in zip(values, slots, grads):
+        if g is None:
+            out_values.append(w)
+            out_slots.append(list(s))
+            continue
+        w2, s2 = rule.update(w, list(s), tf.convert_to_tensor(g), step)
+        out_values.append(w2)
+        out_slots.append(s2)
+    return out_values, out_slots
