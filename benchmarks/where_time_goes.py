@@ -16,6 +16,11 @@ parameter traffic (every step reads each dense variable from ps and sends every 
 back). It also counts the tensors that cross between worker and ps per step (graph edges
 of one traced step whose ends lie on different jobs) and the CPU seconds each process burned
 during C. Plain TF in the chief: no tfps.
+
+Then, on the same cluster, a second chief runs ``tfps.Trainer`` (D) in its default per-step
+mode and in the best mode of the speed rows (``local_steps`` = H_BEST of benchmarks/rows.py),
+and prints for each the steps/s and the CPU milliseconds each process (ps, worker, chief)
+burns per step in the timed window: what is left after the traffic levers, task by task.
 """
 
 import argparse
@@ -118,29 +123,59 @@ def chief(args):
         "cpu_seconds_during_C": cpu, "wall_seconds_C": round(wall, 1)}), flush=True)
 
 
+def tfps_chief(args):
+    """D: tfps.Trainer per step and in the best mode; CPU ms per step of each process."""
+    sys.path.insert(0, os.path.join(HERE, "tfps_side"))
+    sys.path.insert(0, HERE)
+    import rows
+    import side  # noqa: I001  (imports tfps first)
+
+    pids = dict(json.loads(os.environ["BENCH_PIDS"]), chief=os.getpid())
+    modes = {"per_step": [], f"local_steps={rows.H_BEST}": [f"--local_steps={rows.H_BEST}"]}
+    for mode, flags in modes.items():
+        flags = ["--workload=recsys", f"--steps_per_closure={args.k}", *flags]
+        trainer = side.trainer(side.parser().parse_args(flags))
+        target = trainer.train(2 * rows.H_BEST).step  # traces, warms
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        start = time.perf_counter()
+        steps = trainer.train(target + args.steps).step - target
+        wall = time.perf_counter() - start
+        cpu = {name: round(1e3 * (cpu_seconds(pid) - before[name]) / steps, 2)
+               for name, pid in pids.items()}
+        traffic = trainer.traffic()
+        print("where: " + json.dumps({
+            "tfps_mode": mode, "steps_per_sec": round(steps / wall, 1),
+            "cpu_ms_per_step": cpu, "wall_ms_per_step": round(1e3 * wall / steps, 2),
+            "tensors_per_step": round(traffic.to_ps[0] + traffic.from_ps[0], 3),
+            "ops_on_ps_per_step": round(traffic.ps_ops, 3)}), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--chief", action="store_true")
+    parser.add_argument("--chief", choices=("tf", "tfps"))
     args = parser.parse_args()
-    if args.chief:
+    if args.chief == "tf":
         return chief(args)
+    if args.chief == "tfps":
+        return tfps_chief(args)
     sys.path.insert(0, HERE)
-    import run
+    import harness
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
-        procs = run.Processes(tmp)
-        cluster = run.Cluster(procs, 1, 1, "where")
+        procs = harness.Processes(tmp)
+        cluster = harness.Cluster(procs, 1, 1, "where")
         try:
             pids = {"ps": cluster.procs.procs[0].pid, "worker": cluster.procs.procs[1].pid}
             env = dict(cluster.chief_env(), BENCH_PIDS=json.dumps(pids))
-            proc = procs.start([run.PY, __file__, "--chief", f"--steps={args.steps}",
-                                f"--k={args.k}"], env=env)
-            try:
-                proc.wait(900)
-            finally:
-                run.kill_group(proc)
+            for stage in ("tf", "tfps"):
+                proc = procs.start([harness.PY, __file__, f"--chief={stage}",
+                                    f"--steps={args.steps}", f"--k={args.k}"], env=env)
+                try:
+                    proc.wait(900)
+                finally:
+                    harness.kill_group(proc)
         finally:
             cluster.close()
             procs.close()

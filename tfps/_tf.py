@@ -198,8 +198,10 @@ def capture(tensor):
 # ------------------------------------------------------------------- Keras internals
 def optimizer_hyper(optimizer, name: str):
     """The raw hyperparameter of a tf_keras legacy optimizer (`OptimizerV2._hyper`): a float,
-    a schedule, a variable or a callable."""
-    return optimizer._hyper[name]  # pylint: disable=protected-access
+    a schedule, a variable or a callable; a pinned number (`pin_hyperparameters`) as the
+    number."""
+    value = optimizer._hyper[name]  # pylint: disable=protected-access
+    return value.value if isinstance(value, _Constant) else value
 
 
 def set_optimizer_hyper(optimizer, name: str, value) -> None:

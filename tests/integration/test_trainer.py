@@ -3,6 +3,9 @@ checkpoints, exactly-once evaluation, Keras 3 models, argument checks."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -168,6 +171,9 @@ def test_accumulated_gradient_matches_single_process(strategy):
     # from ps; `w` once per closure, outside the loop (the optimizer's plain-number
     # hyperparameters are constants of the graph: nothing to read).
     assert traffic.loop.from_ps[0] == 2 and traffic.loop.ps_ops == 2, traffic
+    # To ps in the loop: each gather's ids (sized at run time) and, since both ps work in the
+    # loop, each one's copy of the loop predicate at every iteration (1 byte each).
+    assert traffic.loop.to_ps == (2 + 2, 2), traffic
     assert traffic.from_ps[0] == 2 + 1 / 4, traffic
 
 
@@ -372,3 +378,43 @@ def test_keras3_sharded_embedding_gradients_stay_sparse(strategy):
     shards = [k for k in kinds if "embeddings/part_" in k]
     assert len(shards) == 2 and all(kinds[k] == "IndexedSlices" for k in shards), kinds
     assert last < 0.5 * first, (first, last)
+
+
+def _benchmark_settings():
+    """H and S of the modes the speed rows use (benchmarks/rows.py)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
+    try:
+        import rows
+    finally:
+        sys.path.pop(0)
+    return rows.H_BEST, rows.S_STALE
+
+
+H_BEST, S_STALE = _benchmark_settings()
+
+
+@pytest.mark.parametrize("mode", [{"local_steps": H_BEST}, {"read_every": S_STALE}],
+                         ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))
+def test_modes_keep_the_linear_example_at_least_squares(strategy, mode):
+    """The quality guard's linear half: with the two workers of this cluster, a mode that
+    changes the arithmetic still ends within 0.01 of the least-squares w of the linear
+    example's data (examples/linear_regression.py: y = 3x + N(0, 0.1²), batches of 256)."""
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=4096).astype(np.float32)
+    y = (3.0 * x + 0.1 * rng.normal(size=4096)).astype(np.float32)
+    w_lstsq = float(np.dot(x, y) / np.dot(x, x))
+
+    def data(ctx):
+        return tf.data.Dataset.from_tensor_slices((x, y)).shard(
+            ctx.num_input_pipelines, ctx.input_pipeline_id).shuffle(1024, seed=0) \
+            .repeat().batch(256, drop_remainder=True)
+
+    trainer = tfps.Trainer(strategy=strategy, model=_linear_model, loss_fn=_linear_loss,
+                           optimizer="sgd", learning_rate=0.05, dataset_fn=data,
+                           options=tfps.TrainerOptions(log_every=0, progress_bar="off",
+                                                       **mode))
+    steps = 400  # the example's --train_steps
+    assert trainer.train(steps).step == steps
+    assert abs(float(trainer.model.w.numpy()) - w_lstsq) < 0.01, \
+        (float(trainer.model.w.numpy()), w_lstsq)

@@ -39,7 +39,8 @@ class Closures:
         self._coordinator, self._steps, self._options = coordinator, steps, options
         self._dataset_fn = dataset_fn
         self._accumulation = AccumulationStep(steps, push_each=options.read_every > 1)
-        self._local = (LocalSteps(steps, options.outer_learning_rate, options.outer_momentum)
+        outer_lr = options.outer_learning_rate or 1.0 / _tf.num_workers(steps.strategy)
+        self._local = (LocalSteps(steps, outer_lr, options.outer_momentum)
                        if options.local_steps > 1 else None)
         self._prepared = False
         self._input = None  # tfps.train.steps.Input, made at the first closure

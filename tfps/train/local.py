@@ -18,9 +18,15 @@ A closure of H steps:
    Nesterov momentum ``m = μ m + Δ; w += η (μ m + Δ)`` with ``outer_momentum``), slots and rows
    by addition, the step count by H.
 
-With one worker and η = 1 this is the inner optimizer's own trajectory (H = 1: per-step
-training). With several, each worker's H steps start from the parameters as they were at its
-pull; the pushes add up (asynchronous, like the rest of PSS). Rows of Adam's moments are
+With one worker (η = 1 by default) this is the inner optimizer's own trajectory (H = 1:
+per-step training). With several, each worker's H steps start from the parameters as they were
+at its pull and the pushes add up (asynchronous, like the rest of PSS). The dense parameters'
+differences are scaled by η, by default 1 / the number of workers: together the pushes move
+them by the average of the workers' progress, as DiLoCo's synchronous outer step does (at
+η = 1 two pushes from one pull add the same progress twice, and a model that converges within
+H steps oscillates). Embedding rows are added whole: the workers' batches mostly touch
+different rows, and a row's progress is then one worker's alone (on the recsys quality guard,
+2 workers, H = 100: AUC 0.994 of per-step training with rows whole, 0.989 with rows scaled). Rows of Adam's moments are
 updated "lazily": only the rows a step touches.
 """
 
@@ -203,7 +209,7 @@ class LocalSteps:
         """The sorted distinct ids each of `sparse` is looked up with over the `n` batches."""
         if not sparse:
             return []
-        recorded: dict = {}
+        recorded = {}  # not annotated: AutoGraph cannot convert a closure over an annotated name
 
         def record(var, original, indices):
             recorded.setdefault(var.ref(), []).append(tf.cast(tf.reshape(indices, [-1]),
@@ -239,7 +245,7 @@ class LocalSteps:
                 slot.assign_add(a - a0)
         for var, u, before, after in zip(sparse, ids, pulled, trained):
             delta = after[0] - before[0]
-            var.scatter_add(tf.IndexedSlices(delta if exact else scale * delta, u))
+            var.scatter_add(tf.IndexedSlices(delta, u))  # rows: whole (see the docstring)
             for slot, a0, a in zip(optim_math.slots_of(optimizer, rule, var), before[1:],
                                    after[1:]):
                 slot.scatter_add(tf.IndexedSlices(a - a0, u))

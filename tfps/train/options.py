@@ -71,7 +71,12 @@ class TrainerOptions:
         pushes the difference once (local SGD / DiLoCo; `tfps.train.local`). One pull and
         one push per H steps. SGD, Adagrad and Adam. Changes the arithmetic with several
         workers; with one it is the optimizer's own trajectory.
-      outer_learning_rate: η, the push's scale (``w += η Δ``); 1 adds the local progress as is.
+      outer_learning_rate: η, the push's scale for the dense parameters (``w += η Δ``;
+        embedding rows are added whole, `tfps.train.local`). None (the default): 1 / the
+        number of workers, so that the workers' pushes average their progress as DiLoCo's
+        synchronous average does (with one worker: 1, the local progress as is). With η = 1
+        and several workers, pushes that start from one pull add the same progress twice: a
+        model that converges within H steps overshoots (tests/integration/test_trainer.py).
       outer_momentum: μ of a Nesterov momentum on the pushed differences (DiLoCo); 0: none.
     """
 
@@ -88,7 +93,7 @@ class TrainerOptions:
     fuse_dense: bool = True
     read_every: int = 1
     local_steps: int = 1
-    outer_learning_rate: float = 1.0
+    outer_learning_rate: float | None = None
     outer_momentum: float = 0.0
 
     def __post_init__(self):
@@ -107,7 +112,7 @@ class TrainerOptions:
         validate.integer("read_every", self.read_every, low=1, high=10_000)
         validate.integer("local_steps", self.local_steps, low=1, high=1 << 20)
         validate.number("outer_learning_rate", self.outer_learning_rate, low=0, low_open=True,
-                        high=10)
+                        high=10, allow_none=True)
         validate.number("outer_momentum", self.outer_momentum, low=0, high=0.999)
         modes = {name: getattr(self, name) for name in ("accumulate_steps", "read_every",
                                                          "local_steps") if getattr(self, name) > 1}

@@ -9,14 +9,18 @@ How it counts, following TF's own placement rules (``common_runtime/placer.cc``,
 
 * an op that takes a resource (a variable's handle) runs where the resource lives: reads,
   gathers and optimizer updates of a ps variable run on that ps; every other op (control flow
-  included: a loop passes handles, not values) runs on the worker, except an op with no
-  inputs (a constant), which TF places with its consumers when they all sit on one device;
+  included: a loop passes handles, not values) runs on the worker, except an op placed on a
+  ps explicitly (``tf.device``: the optimizer prepares its hyperparameters on each variable's
+  device) and an op with no inputs (a constant), which TF places with its consumers when they
+  all sit on one device;
 * a tensor crosses once per (tensor, destination device) when its producer and a consumer sit
   on different devices, one of them a ps (graph partitioning adds one Send/Recv pair per such
   edge); its bytes are its static size (dimensions unknown at trace time are counted in
   `unsized`);
 * a ``tf.while_loop`` body counts once per iteration: per step, the closure's counts are
-  ``(outside + trips × body) / steps``.
+  ``(outside + trips × body) / steps``; each ps task with ops in a loop body also gets the
+  loop's predicate at every iteration (1 byte; TF runs a copy of the loop's control on every
+  device the loop touches, ``AddControlFlow`` in graph_partition.cc).
 
 >>> Traffic(to_ps=(2, 8.0), from_ps=(1, 4.0), ps_ops=3, fetches=1).as_dict()["tensors"]
 3.0
@@ -57,7 +61,7 @@ class Traffic:
     Attributes:
       to_ps: tensors and bytes sent from the worker to the ps tasks.
       from_ps: tensors and bytes sent from the ps tasks to the worker.
-      ps_ops: ops run on ps tasks.
+      ps_ops: ops run on ps tasks (constants, Identity and NoOp left out: they do no work).
       fetches: per-worker dataset elements fetched.
       unsized: tensors crossing whose size is not known at trace time (not in the bytes).
       loop: the counts of one iteration of the closure's loop alone (what repeats per step or
@@ -105,6 +109,9 @@ class Traffic:
                 f"{self.ps_ops:g} ops on ps, {self.fetches:g} dataset fetches")
 
 
+_NO_WORK = frozenset({"Const", "Identity", "NoOp"})
+
+
 def _is_ps(device: str) -> bool:
     return "/job:ps" in device
 
@@ -135,6 +142,7 @@ class _Counter:
         self.bodies = bodies
         self.in_loop = in_loop
         self.totals = collections.Counter()
+        self.ps_devices: set[str] = set()  # ps tasks with ops in this graph (not nested)
         self.loop_totals: collections.Counter | None = None  # one iteration of the top loop
         self.crossings: list[Crossing] = []
 
@@ -151,7 +159,8 @@ class _Counter:
                          if t.dtype == tf.resource]
             # Control flow runs where the closure runs; it passes handles, not data.
             ps = [d for d in resources if _is_ps(d)] if op.type not in _NESTING else []
-            placed[op.name] = ps[0] if ps else _WORKER
+            requested = op.device or ""  # e.g. an optimizer's per-variable constants
+            placed[op.name] = ps[0] if ps else requested if _is_ps(requested) else _WORKER
             for out in op.outputs:
                 devices[out.name] = (placed[op.name] if out.dtype != tf.resource or ps
                                      else devices.get(out.name, _WORKER))
@@ -169,10 +178,12 @@ class _Counter:
         sent = set()
         for op in ops:
             here = placed[op.name]
-            # An op that only passes a handle along (Identity of a resource) does no work.
-            if _is_ps(here) and not (op.outputs and all(o.dtype == tf.resource
-                                                         for o in op.outputs)):
+            # Constants, Identity and NoOp do no work, nor does an op that only passes a
+            # handle along (a body's placeholder for a captured variable).
+            if _is_ps(here) and op.type not in _NO_WORK and not (
+                    op.outputs and all(o.dtype == tf.resource for o in op.outputs)):
                 self.totals["ps_ops"] += weight
+                self.ps_devices.add(here)
             if "IteratorGetNext" in op.type or op.type == "MultiDeviceIteratorGetNextFromShard":
                 self.totals["fetches"] += weight
             for t in op.inputs:
@@ -205,7 +216,7 @@ class _Counter:
             names, inputs, inner = [op.get_attr("f").name], list(op.inputs), 1
         else:
             return
-        best, best_crossings = None, []
+        best, best_crossings, best_devices = None, [], set()
         for name in names:
             body = functions.get(name)
             if body is None:
@@ -216,6 +227,17 @@ class _Counter:
             counter.walk(body, mapping, 1.0)
             if best is None or counter.totals["ps_ops"] > best["ps_ops"]:
                 best, best_crossings = counter.totals, counter.crossings
+                best_devices = counter.ps_devices
+        if op.type in _LOOPS and best is not None:
+            # Each ps task with work in the loop runs a copy of its control loop, and gets the
+            # loop's predicate from the worker at every iteration (graph_partition.cc,
+            # AddControlFlow): one more 1-byte tensor per ps task per trip.
+            for device in sorted(best_devices):
+                best["to_ps_tensors"] += 1
+                best["to_ps_bytes"] += 1
+                best_crossings = [*best_crossings, Crossing(
+                    "to_ps", f"{op.name}:loop predicate", "LoopCond", "Switch", 1, 1.0, None,
+                    True)]
         if op.type in _LOOPS and best is not None and self.loop_totals is None:
             self.loop_totals = collections.Counter(best)
         for key, value in (best or {}).items():
