@@ -18,7 +18,8 @@ of one traced step whose ends lie on different jobs) and the CPU seconds each pr
 during C. Plain TF in the chief: no tfps.
 
 Then, on the same cluster, a second chief runs ``tfps.Trainer`` (D) in its default per-step
-mode and in the best mode of the speed rows (``local_steps`` = H_BEST of benchmarks/rows.py),
+mode, with stale reads (``read_every`` = S_STALE) and in the best mode of the speed rows
+(``local_steps`` = H_BEST of benchmarks/rows.py),
 and prints for each the steps/s and the CPU milliseconds each process (ps, worker, chief)
 burns per step in the timed window: what is left after the traffic levers, task by task.
 """
@@ -124,29 +125,38 @@ def chief(args):
 
 
 def tfps_chief(args):
-    """D: tfps.Trainer per step and in the best mode; CPU ms per step of each process."""
+    """D: tfps.Trainer per step, with stale reads and in the best mode: CPU ms per step of
+    each process, and the traffic counts of each mode."""
     sys.path.insert(0, os.path.join(HERE, "tfps_side"))
     sys.path.insert(0, HERE)
     import rows
     import side  # noqa: I001  (imports tfps first)
+    import workloads
 
     pids = dict(json.loads(os.environ["BENCH_PIDS"]), chief=os.getpid())
-    modes = {"per_step": [], f"local_steps={rows.H_BEST}": [f"--local_steps={rows.H_BEST}"]}
+    modes = {"per_step": [], f"read_every={rows.S_STALE}": [f"--read_every={rows.S_STALE}"],
+             f"local_steps={rows.H_BEST}": [f"--local_steps={rows.H_BEST}"]}
     for mode, flags in modes.items():
         flags = ["--workload=recsys", f"--steps_per_closure={args.k}", *flags]
         trainer = side.trainer(side.parser().parse_args(flags))
         target = trainer.train(2 * rows.H_BEST).step  # traces, warms
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         start = time.perf_counter()
-        steps = trainer.train(target + args.steps).step - target
+        result = trainer.train(target + args.steps)
+        steps = result.step - target
         wall = time.perf_counter() - start
         cpu = {name: round(1e3 * (cpu_seconds(pid) - before[name]) / steps, 2)
                for name, pid in pids.items()}
         traffic = trainer.traffic()
+        work = workloads.WORKLOADS["recsys"]  # distinct ids per step and per closure
+        k = result.steps_per_closure or args.k
+        rows_seen = workloads.distinct_ids(work["dataset_fn"](workloads.RECSYS_IDS),
+                                           batches=4 * k, group=k)
         print("where: " + json.dumps({
             "tfps_mode": mode, "steps_per_sec": round(steps / wall, 1),
             "cpu_ms_per_step": cpu, "wall_ms_per_step": round(1e3 * wall / steps, 2),
             "tensors_per_step": round(traffic.to_ps[0] + traffic.from_ps[0], 3),
+            "bytes_per_step": round(traffic.bytes_with_rows(*rows_seen)),
             "ops_on_ps_per_step": round(traffic.ps_ops, 3)}), flush=True)
 
 
