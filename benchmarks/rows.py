@@ -28,6 +28,9 @@ SPARSE_BIG, SPARSE_SMALL = 4_000_000, 40_000
 H_BEST = 100
 # quality_guard's stale-reads mode: the dense layers read once every S steps.
 S_STALE = 4
+# dynamic_vs_static: ids uniform over this many (the static table's rows); a 2048-id step
+# touches ~2000 of them, and the warm-up admits nearly all into the dynamic table.
+DYNAMIC_IDS = 100_000
 
 
 def row_trainer_overhead(procs, size, log):
@@ -256,6 +259,17 @@ def row_quality_guard(procs, size, log):
     return value, per_step, ratio, {"mode": mode}
 
 
+def row_dynamic_vs_static(procs, size, log):
+    """The recsys workload with its ids in a `DynamicEmbedding` (hash tables on the ps) against
+    a static sharded `Embedding` of the same rows, 2 ps + 2 workers, 10 steps per closure:
+    the same ids, so the same rows touched per step (the warm-up admits them all)."""
+    def argv(table):
+        return [PY, script("tfps_side", "dynamic_table.py"), f"--table={table}",
+                *common(size.k_recsys, size.warmup, size.windows, num_ids=DYNAMIC_IDS)]
+    return cluster_pair(procs, size, log, num_ps=2, num_workers=2, tag="dynamic_vs_static",
+                        argv_a=lambda p: argv("dynamic"), argv_b=lambda p: argv("static"))
+
+
 ROWS = [
     Row("trainer_overhead", ">= 0.98", "steps/s", "higher", 0.98, row_trainer_overhead),
     Row("default_vs_tutorial", ">= 5", "steps/s", "higher", 5.0, row_default_vs_tutorial),
@@ -270,4 +284,5 @@ ROWS = [
     Row("time_to_auc", "<= 1.2 (time)", "s", "lower", 1.2, row_time_to_auc),
     Row("bytes_per_step", "<= 0.25", "bytes", "lower", 0.25, row_bytes_per_step),
     Row("quality_guard", ">= 0.99", "auc", "higher", 0.99, row_quality_guard),
+    Row("dynamic_vs_static", ">= 0.7", "steps/s", "higher", 0.7, row_dynamic_vs_static),
 ]

@@ -10,15 +10,23 @@ with the tf_keras legacy optimizer equivalent to the Keras 3 optimizer given (`t
 
 Task: predict a rating from (user, item) ids and 4 dense features, generated from a planted
 model. Last line: ``result: loss_first=<float> loss_last=<float>`` (mean squared error of the
-first and the last closure).
+first and the last closure), plus `` export=<path>`` with ``--export_dir``: the trained Keras 3
+model as a SavedModel with plain (un-sharded) variables, served by
+``tf.saved_model.load(DIR).signatures["serving_default"]`` without Keras or tfps.
 """
 
 from absl import app, flags, logging
 
 import tfps  # first: sets the environment; Keras 3 is still `import keras`
 
+import os
+import sys
+
 import keras
 import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import export_flag  # noqa: E402  (--export_dir, checked at parse time)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("train_steps", 600, "Training steps.")
@@ -27,6 +35,7 @@ flags.DEFINE_integer("num_ids", 40_000, "Rows of the (sharded) embedding table."
 flags.DEFINE_float("learning_rate", 0.05, "Adam learning rate (Keras 3 optimizer).")
 flags.DEFINE_integer("steps_per_closure", 20, "Steps per scheduled closure; 0 = measure.")
 flags.DEFINE_integer("seed", 0, "Seed of the planted model and the data.")
+export_flag.define_export_dir()
 
 
 def make_batch(stream, index):
@@ -78,7 +87,10 @@ def main(argv):
     per_closure = FLAGS.steps_per_closure or 1
     first = trainer.train(per_closure).loss  # the first closure alone: the starting loss
     last = trainer.train(FLAGS.train_steps).loss
-    print(f"result: loss_first={first:.4f} loss_last={last:.4f}", flush=True)
+    exported = ""
+    if FLAGS.export_dir:
+        exported = f" export={trainer.export(FLAGS.export_dir, overwrite=True)}"
+    print(f"result: loss_first={first:.4f} loss_last={last:.4f}{exported}", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,18 @@ possible accuracy is known: the accuracy of the teacher's own argmax on the same
 ``--dataset=mnist`` loads MNIST with `tensorflow_datasets` (its files must be reachable by
 every worker: a shared ``--data_dir``).
 
-Last line: ``result: accuracy=<float> best_accuracy=<float>`` (``nan`` for tfds data).
+Last line: ``result: accuracy=<float> best_accuracy=<float> steps=<int> start_step=<int>``
+(``nan`` accuracies for tfds data), plus `` export=<path>`` with ``--export_dir``. Run again
+with the same ``--model_dir`` and more ``--epochs`` to resume after the last epoch, on any
+number of ps tasks; ``--export_dir DIR`` writes the trained model as a SavedModel with plain
+variables (``tf.saved_model.load(DIR).signatures["serving_default"]``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 
 import tfps  # first: binds tf.keras to tf_keras before TensorFlow loads
 import tfps.keras
@@ -31,10 +37,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import export_flag  # noqa: E402  (--export_dir, checked at parse time)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "mnist"], "Training data.")
 flags.DEFINE_string("data_dir", None, "tensorflow_datasets data directory (mnist).")
-flags.DEFINE_string("model_dir", None, "BackupAndRestore state and checkpoints; None: neither.")
+flags.DEFINE_string("model_dir", None, "BackupAndRestore state and checkpoints; None: neither. "
+                    "Resumes after the last epoch it holds.")
+export_flag.define_export_dir()
 flags.DEFINE_integer("epochs", 4, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", 100, "Training steps per epoch.", lower_bound=1)
 flags.DEFINE_integer("checkpoint_epochs", 1, "Save a checkpoint every this many epochs "
@@ -126,6 +137,16 @@ def build_model(strategy=None, eval_shards: int = 0, steps_per_execution: int = 
     return model
 
 
+class _StartStep(tf_keras.callbacks.Callback):
+    """The optimizer's step when training begins: after `BackupAndRestore` (which runs
+    before this callback) restored an earlier run's, 0 otherwise."""
+
+    step = 0
+
+    def on_train_begin(self, logs=None):
+        self.step = int(self.model.optimizer.iterations.numpy())
+
+
 def run_chief() -> None:
     train_fn, eval_fn, best = data_functions()
     strategy = tfps.keras.make_strategy(
@@ -136,12 +157,19 @@ def run_chief() -> None:
     model = build_model(
         strategy, eval_shards=shards,
         steps_per_execution=tfps.keras.steps_per_execution(FLAGS.steps_per_epoch, strategy))
+    start = _StartStep()
     tfps.keras.fit(model, train_fn, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
-                   model_dir=FLAGS.model_dir, checkpoint_epochs=FLAGS.checkpoint_epochs)
+                   model_dir=FLAGS.model_dir, checkpoint_epochs=FLAGS.checkpoint_epochs,
+                   callbacks=[start])
     metrics = tfps.keras.evaluate(model, eval_fn)
     print(f"eval | exactly once over {shards} shards | "
           + " | ".join(f"{k}: {v:.4f}" for k, v in metrics.items()), flush=True)
-    print(f"result: accuracy={metrics['accuracy']:.4f} best_accuracy={best:.4f}", flush=True)
+    exported = ""
+    if FLAGS.export_dir:
+        exported = f" export={tfps.keras.export(model, FLAGS.export_dir, overwrite=True)}"
+    print(f"result: accuracy={metrics['accuracy']:.4f} best_accuracy={best:.4f} "
+          f"steps={int(model.optimizer.iterations.numpy())} start_step={start.step}{exported}",
+          flush=True)
 
 
 def run_evaluator() -> None:

@@ -13,8 +13,12 @@ held-out set, with AUC from score histograms summed over the shards.
 
     tfps-launch --num-ps 2 --num-workers 2 examples/recsys.py --train_steps=2000
 
-Last line: ``result: auc=<float> oracle_auc=<float> steps=<int> start_step=<int>``.
-Run again with the same ``--model_dir`` and more ``--train_steps`` to resume.
+Last line: ``result: auc=<float> oracle_auc=<float> steps=<int> start_step=<int>``, plus
+`` export=<path>`` with ``--export_dir``.
+Run again with the same ``--model_dir`` and more ``--train_steps`` to resume, on any number
+of ps tasks (``--num-ps 3``: the table and its Adagrad accumulators are re-split over them).
+``--export_dir DIR`` then writes the trained model as a SavedModel with plain (un-sharded)
+variables, which ``tf.saved_model.load(DIR).signatures["serving_default"]`` serves anywhere.
 """
 
 from absl import app, flags, logging
@@ -28,6 +32,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import planted_clicks as clicks  # noqa: E402  (the planted click data)
+from common import export_flag  # noqa: E402  (--export_dir, checked at parse time)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("train_steps", 2000, "Total training steps (resuming counts earlier ones).")
@@ -36,6 +41,7 @@ flags.DEFINE_integer("num_ids", 100_000, "Rows of the embedding table.")
 flags.DEFINE_integer("embedding_dim", 16, "Columns of the embedding table.")
 flags.DEFINE_float("learning_rate", 0.2, "Adagrad learning rate.")
 flags.DEFINE_string("model_dir", None, "Checkpoints + TensorBoard; resumes from it.")
+export_flag.define_export_dir()
 flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
 flags.DEFINE_integer("steps_per_closure", 0, "Steps per scheduled closure; 0 = measure.")
 flags.DEFINE_integer("accumulate_steps", 1, "Micro-batches per update (local accumulation).")
@@ -49,9 +55,9 @@ flags.DEFINE_integer("seed", 0, "Seed of the planted model and the data.")
 NUM_SLOTS, NUM_DENSE = clicks.NUM_SLOTS, clicks.NUM_DENSE
 
 
-def train_dataset_fn(ctx):
+def train_dataset_fn(ctx, first: int = 0):
     return clicks.train_dataset(ctx.input_pipeline_id, FLAGS.batch_size, FLAGS.seed,
-                                FLAGS.num_ids)
+                                FLAGS.num_ids, first=first)
 
 
 def eval_dataset_fn(ctx):
@@ -92,24 +98,33 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel("ERROR")
     strategy = tfps.make_strategy()  # the cluster from TF_CONFIG (tfps-launch sets it)
+    # A resumed run trains on batches it has not seen: each worker's stream starts at the
+    # restored step (input positions are not in checkpoints; the Trainer makes its input at
+    # the first train(), after restoring). Replaying the first batches would skew the model.
+    start = {"step": 0}
     trainer = tfps.Trainer(
         strategy=strategy, model=build_model, loss_fn=loss_fn,
         optimizer=tf.keras.optimizers.legacy.Adagrad(FLAGS.learning_rate),
-        dataset_fn=train_dataset_fn, batch_size=FLAGS.batch_size, model_dir=FLAGS.model_dir,
+        dataset_fn=lambda ctx: train_dataset_fn(ctx, start["step"]),
+        batch_size=FLAGS.batch_size, model_dir=FLAGS.model_dir,
         eval_dataset_fn=eval_dataset_fn, eval_fn=eval_fn,
         options=tfps.TrainerOptions(
             steps_per_closure=FLAGS.steps_per_closure or None,
             accumulate_steps=FLAGS.accumulate_steps, staleness_aware=FLAGS.staleness_aware,
             local_steps=FLAGS.local_steps, read_every=FLAGS.read_every,
             checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every))
+    start["step"] = trainer.step
     print(trainer.describe(), flush=True)
     result = trainer.train(FLAGS.train_steps)
     metrics = trainer.evaluate()
     auc = clicks.auc_from_histograms(metrics["pos"], metrics["neg"])
     oracle = clicks.auc_from_histograms(metrics["oracle_pos"], metrics["oracle_neg"])
     trainer.summarize_eval({"loss": metrics["loss"], "auc": auc, "oracle_auc": oracle})
+    exported = ""
+    if FLAGS.export_dir:
+        exported = f" export={trainer.export(FLAGS.export_dir, overwrite=True)}"
     print(f"result: auc={auc:.4f} oracle_auc={oracle:.4f} steps={result.step} "
-          f"start_step={result.start_step}", flush=True)
+          f"start_step={result.start_step}{exported}", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import stat
 from typing import Callable
 
 CLASSES = ("parser", "numbers", "hosts", "flags", "spec-shapes", "scripts", "env",
-           "launch-time", "server")
+           "launch-time", "server", "export")
 # A trivial chief: never runs (every case is refused first), but must be a runnable script.
 CHIEF = "print('chief ran', flush=True)\n"
 # The longest a case may take, start to exit, the process's own start included.
@@ -44,7 +44,7 @@ class Case:
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     files: tuple[tuple[str, object], ...] = ()
-    program: str = "launch"  # or "server"
+    program: str = "launch"  # or "server", "export"
     note: str = ""
     # As root, file modes do not stop reads (CAP_DAC_OVERRIDE): the in-process runner skips
     # the case there; the process runner drops those capabilities with setpriv.
@@ -403,6 +403,44 @@ case("server-port-in-use", C, ["--spec", SPEC, "--task", "ps:0"], program=S,
      files={"spec.yaml": spec(ps=["localhost:{busy}"])},
      note="census-break: 18 s of TF import and 10 lines of TF logs before the error")
 case("server-slurm-garbage", C, [], program=S, env={"SLURM_PROCID": "x"})
+
+# ================================================================ python -m tfps.export
+C = "export"
+E = "export"
+# A training run's directory with a checkpoint record and its index (never read: every case
+# is refused before TensorFlow), and a directory that passes for a SavedModel.
+RUN = {"md/checkpoints/checkpoint": 'model_checkpoint_path: "ckpt-1"\n',
+       "md/checkpoints/ckpt-1.index": ""}
+OK = ["--model_dir", "{d}/md", "--model", "{chief}:build"]
+case("export-no-arguments", C, [], program=E)
+case("export-model-dir-missing", C, ["--model_dir", "{d}/nope", "--model", "{chief}:build",
+                                     "--out", "{d}/out"], program=E)
+case("export-model-dir-is-a-file", C, ["--model_dir", "{chief}", "--model", "{chief}:build",
+                                       "--out", "{d}/out"], program=E)
+case("export-no-checkpoint", C, [*OK, "--out", "{d}/out"], program=E,
+     files={"md": {"dir": True}})
+case("export-checkpoint-record-names-a-missing-one", C, [*OK, "--out", "{d}/out"], program=E,
+     files={"md/checkpoints/checkpoint": 'model_checkpoint_path: "ckpt-7"\n'})
+case("export-checkpoint-record-garbage", C, [*OK, "--out", "{d}/out"], program=E,
+     files={"md/checkpoint": lambda: bytes(range(256)) * 64})
+case("export-model-without-function", C, ["--model_dir", "{d}/md", "--model", "{chief}",
+                                          "--out", "{d}/out"], program=E, files=RUN)
+case("export-model-file-missing", C, ["--model_dir", "{d}/md", "--model", "{d}/no.py:build",
+                                      "--out", "{d}/out"], program=E, files=RUN)
+case("export-model-not-a-module-name", C, ["--model_dir", "{d}/md", "--model", "a b:build",
+                                           "--out", "{d}/out"], program=E, files=RUN)
+case("export-out-is-a-file", C, [*OK, "--out", "{chief}"], program=E, files=RUN)
+case("export-out-is-another-directory", C, [*OK, "--out", "{d}/md", "--overwrite"], program=E,
+     files=RUN, note="a directory that is not a SavedModel is never replaced")
+case("export-out-is-a-saved-model", C, [*OK, "--out", "{d}/sm"], program=E,
+     files={**RUN, "sm/saved_model.pb": ""}, note="replaced only with --overwrite")
+case("export-out-under-a-file", C, [*OK, "--out", "{chief}/model"], program=E, files=RUN)
+case("export-out-empty", C, [*OK, "--out", ""], program=E, files=RUN)
+case("export-out-symlink", C, [*OK, "--out", "{d}/link", "--overwrite"], program=E,
+     files={**RUN, "sm/saved_model.pb": "", "link": {"symlink": "sm"}})
+case("export-serving-fn-not-a-name", C, [*OK, "--out", "{d}/out", "--serving_fn", "a.b"],
+     program=E, files=RUN)
+case("export-unknown-flag", C, [*OK, "--out", "{d}/out", "--bogus"], program=E, files=RUN)
 
 
 # ================================================================ running a case

@@ -26,6 +26,7 @@ __version__ = "0.2.0"
 # name -> module that defines it, loaded on first attribute access (PEP 562).
 _LAZY = {
     "Trainer": "tfps.train.trainer",
+    "export_saved_model": "tfps.export.saved_model",
     "TrainerOptions": "tfps.train.options",
     "TrainResult": "tfps.train.options",
     "in_process_cluster": "tfps.strategy",
@@ -36,9 +37,9 @@ _LAZY = {
 }
 # Submodules reachable as attributes (`tfps.schedules.get`, `tfps.keras.fit`). `keras` is left
 # out of `__all__`: importing it raises KerasBindingError where `tf.keras` is Keras 3.
-_LAZY_SUBMODULES = ("keras", "policy", "schedules")
+_LAZY_SUBMODULES = ("export", "keras", "layers", "policy", "schedules")
 
-__all__ = ["Cluster", "TaskId", "errors", "schedules", *_LAZY]
+__all__ = ["Cluster", "TaskId", "errors", "export", "layers", "schedules", *_LAZY]
 
 
 def __getattr__(name: str):

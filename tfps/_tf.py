@@ -50,8 +50,10 @@ def _requirements():
     # pylint: disable=g-import-not-at-top
     from tensorflow.python.distribute import distribute_utils, input_lib, ps_values
     from tensorflow.python.distribute import parameter_server_strategy_v2 as pss
+    from tensorflow.python.distribute import sharded_variable
     from tensorflow.python.framework import func_graph
-    from tf_keras.src.engine import training
+    from tensorflow.python.trackable import base as trackable_base
+    from tf_keras.src.engine import base_layer, training
     from tf_keras.src.optimizers.legacy import optimizer_v2
 
     return (
@@ -87,6 +89,21 @@ def _requirements():
          lambda: callable(getattr(optimizer_v2.OptimizerV2, "_create_all_weights", None))),
         ("Model._pss_evaluation_shards", "tf_keras/src/engine/training.py",
          lambda: _sets_attribute(training.Model, "_pss_evaluation_shards")),
+        ("ShardedVariableMixin sets each shard's _sharded_container",
+         "tensorflow/python/distribute/sharded_variable.py",
+         lambda: _sets_attribute(sharded_variable.ShardedVariableMixin, "_sharded_container")),
+        # tfps.layers (DynamicEmbedding): its tables go one per ps task, and checkpoint as
+        # concatenated tensors through TF's Trackable protocol.
+        ("ParameterServerStrategyV2Extended._num_ps",
+         "tensorflow/python/distribute/parameter_server_strategy_v2.py",
+         lambda: _sets_attribute(pss.ParameterServerStrategyV2Extended, "_num_ps")),
+        ("Trackable._serialize_to_tensors and _restore_from_tensors",
+         "tensorflow/python/trackable/base.py",
+         lambda: all(callable(getattr(trackable_base.Trackable, name, None)) for name in
+                     ("_serialize_to_tensors", "_restore_from_tensors"))),
+        ("Layer._infer_output_signature's '<layer>_scratch_graph'",
+         "tf_keras/src/engine/base_layer.py",
+         lambda: "_scratch_graph" in base_layer.Layer._infer_output_signature.__code__.co_consts),
     )
 
 
@@ -150,6 +167,12 @@ def num_workers(strategy) -> int:
     """Workers of a ParameterServerStrategy (`ParameterServerStrategyV2Extended._num_workers`;
     the public `Strategy.cluster_resolver` is None for PSS)."""
     return int(strategy.extended._num_workers)  # pylint: disable=protected-access
+
+
+def num_ps(strategy) -> int:
+    """ps tasks of a ParameterServerStrategy (`ParameterServerStrategyV2Extended._num_ps`;
+    PSS has no public `parameter_devices`)."""
+    return int(strategy.extended._num_ps)  # pylint: disable=protected-access
 
 
 def gpus_per_worker(strategy) -> int:
@@ -222,6 +245,17 @@ def keras3_schedule(optimizer):
     return lr if callable(lr) and hasattr(lr, "get_config") else None
 
 
+def keras_symbolic_build() -> bool:
+    """True while tf_keras infers a layer's output on placeholders (building a functional
+    model, `clone_model`): `Layer._infer_output_signature` (tf_keras/src/engine/base_layer.py)
+    calls the layer in a scratch FuncGraph named ``<layer name>_scratch_graph``; older paths
+    use the backend's global ``keras_graph``. Nothing traced there ever runs."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    name = getattr(tf.compat.v1.get_default_graph(), "name", "") or ""
+    return name.endswith("_scratch_graph") or name == "keras_graph"
+
+
 def pss_evaluation_shards(model) -> int:
     """The ``pss_evaluation_shards`` a tf_keras model was compiled with (`Model.compile` sets
     ``_pss_evaluation_shards``, tf_keras/src/engine/training.py); 0 if none."""
@@ -283,6 +317,38 @@ def intercept_sparse_reads(variables, reader):
     finally:
         for var in patched:
             del var.sparse_read
+
+
+def sharded_container(variable):
+    """The `ShardedVariable` that `variable` is a shard of, or None (each shard holds a weak
+    reference to it, ``_sharded_container``, sharded_variable.py `ShardedVariableMixin`).
+    tf_keras lists a sharded variable's shards one by one in ``model.weights``."""
+    ref = getattr(variable, "_sharded_container", None)  # pylint: disable=protected-access
+    return ref() if callable(ref) else None
+
+
+_TENSOR_TRACKABLE = None
+
+
+def tensor_trackable():
+    """A base class for objects that checkpoint as a dict of tensors: a subclass defines
+    ``checkpoint_tensors() -> {name: tensor}`` and ``restore_tensors(tensors) -> op``. They are
+    TF's Trackable protocol (`Trackable._serialize_to_tensors`, `_restore_from_tensors`,
+    tensorflow/python/trackable/base.py; TF's own lookup tables checkpoint this way), so the
+    object saves and restores with the rest of a `tf.train.Checkpoint`, atomically."""
+    global _TENSOR_TRACKABLE
+    if _TENSOR_TRACKABLE is None:
+        tf = require()
+
+        class TensorTrackable(tf.__internal__.tracking.Trackable):
+            def _serialize_to_tensors(self):  # pylint: disable=protected-access
+                return self.checkpoint_tensors()
+
+            def _restore_from_tensors(self, restored_tensors):  # pylint: disable=protected-access
+                return self.restore_tensors(restored_tensors)
+
+        _TENSOR_TRACKABLE = TensorTrackable
+    return _TENSOR_TRACKABLE
 
 
 def create_slots(optimizer, variables) -> None:

@@ -14,6 +14,8 @@ cluster spec x.yaml: ps[1]: port 'abc' is not an integer
 
 from __future__ import annotations
 
+import contextlib
+
 __all__ = [
     "TfpsError",
     "ClusterSpecError",
@@ -21,6 +23,7 @@ __all__ = [
     "KerasBindingError",
     "KerasBindingWarning",
     "TensorFlowCompatibilityError",
+    "surfaced",
 ]
 
 
@@ -71,3 +74,33 @@ class KerasBindingWarning(UserWarning):
 
 class TensorFlowCompatibilityError(ImportError):
     """The installed TensorFlow lacks an internal tfps relies on (see `tfps._tf`)."""
+
+
+@contextlib.contextmanager
+def surfaced():
+    """Inside the block, a `TfpsError` raised while TensorFlow traced user code (a layer's
+    check of its input, inside a training step) comes out as itself: autograph wraps it in a
+    ``StagingError`` and Keras in "Exception encountered when calling layer", pages of text
+    around the one line that says what is wrong. Other errors pass unchanged.
+
+    >>> with surfaced():
+    ...     try:
+    ...         raise ConfigError("Argument `x` must be 1. Received: x=2")
+    ...     except ConfigError as e:
+    ...         raise RuntimeError("in user code: ...") from e
+    Traceback (most recent call last):
+    ...
+    tfps.errors.ConfigError: Argument `x` must be 1. Received: x=2
+    """
+    try:
+        yield
+    except TfpsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised unless it wraps one of ours
+        inner, seen = e, set()
+        while inner is not None and id(inner) not in seen and not isinstance(inner, TfpsError):
+            seen.add(id(inner))
+            inner = inner.__cause__ or inner.__context__
+        if inner is None or id(inner) in seen:
+            raise
+        raise inner from None

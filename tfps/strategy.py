@@ -170,6 +170,18 @@ def shards(variable) -> list:
     return list(getattr(variable, "variables", None) or [variable])
 
 
+def is_keras3(obj) -> bool:
+    """True for a Keras 3 object (``import keras``; a subclass of one included), not a
+    tf_keras or TensorFlow one."""
+    return any(c.__module__.startswith("keras.") for c in type(obj).__mro__)
+
+
+def tf_variable(variable):
+    """The TF variable behind `variable`: Keras 3 wraps one (a `tf.Variable` or a
+    `ShardedVariable`) in a ``keras.Variable``; anything else is returned as is."""
+    return variable.value if is_keras3(variable) and hasattr(variable, "value") else variable
+
+
 def _grouped(variables: Iterable) -> list[tuple[str, list]]:
     """(name, shards) per variable. tf_keras lists a ShardedVariable's shards one by one
     (``emb/part_0:0``, ``emb/part_1:0``); consecutive parts are put back together."""

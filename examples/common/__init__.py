@@ -1,1 +1,2 @@
-"""Code the examples and the benchmarks share. Plain TensorFlow: no tfps import."""
+"""Code the examples share: `planted_clicks` (plain TensorFlow, no tfps import: the
+benchmarks' baselines use it too) and `export_flag` (the ``--export_dir`` flag, on tfps)."""

@@ -49,9 +49,11 @@ def make_batch(stream, index, batch_size: int, seed: int, num_ids: int):
     return ids, dense, clicks, logits
 
 
-def train_dataset(stream: int, batch_size: int, seed: int, num_ids: int):
-    """An endless dataset of training batches for one stream (a worker's pipeline id)."""
-    return tf.data.Dataset.range(1 << 62).map(
+def train_dataset(stream: int, batch_size: int, seed: int, num_ids: int, first: int = 0):
+    """An endless dataset of training batches for one stream (a worker's pipeline id),
+    from its batch `first` on (a resumed run passes the step it resumes from, so that it
+    trains on batches it has not seen: input positions are not in checkpoints)."""
+    return tf.data.Dataset.range(first, 1 << 62).map(
         lambda i: make_batch(stream, i, batch_size, seed, num_ids)).prefetch(2)
 
 

@@ -27,8 +27,8 @@ import pytest
 import hostile_cases as H
 from conftest import REPO, kill_group, pid_alive
 
-MODULES = {"launch": "tfps.launch", "server": "tfps.server"}
-PROGS = {"launch": "tfps-launch", "server": "tfps.server"}
+MODULES = {"launch": "tfps.launch", "server": "tfps.server", "export": "tfps.export"}
+PROGS = {"launch": "tfps-launch", "server": "tfps.server", "export": "tfps.export"}
 # Cases run this many at a time (each is one short Python process).
 PARALLEL = 3
 MARKER = "TFPS_HOSTILE_MARKER"

@@ -1,5 +1,5 @@
 """Hostile input, in-process (issue 16): every case of ``tests/hostile_cases.py`` through the
-real `main` of ``tfps-launch`` or ``tfps.server``: exit 2, one line on stderr, no traceback,
+real `main` of ``tfps-launch``, ``tfps.server`` or ``tfps.export``: exit 2, one line on stderr, no traceback,
 within 30 s, nothing started, nothing left behind. Also the pure Python API: bad arguments
 raise a `tfps.errors.TfpsError` that names the argument and the value.
 
@@ -21,9 +21,11 @@ import hostile_cases as H
 import tfps
 from tfps import server
 from tfps.errors import TfpsError
+from tfps.export import cli as export_cli
 from tfps.launch import cli, namespaces, supervisor
 
-PROGS = {"launch": ("tfps-launch", cli.main), "server": ("tfps.server", server.main)}
+PROGS = {"launch": ("tfps-launch", cli.main), "server": ("tfps.server", server.main),
+         "export": ("tfps.export", export_cli.main)}
 
 
 def test_every_class_of_the_issue_has_several_cases():

@@ -18,7 +18,9 @@ PURE = ["tfps", "tfps.cluster", "tfps.slurm", "tfps.specio", "tfps.validate", "t
         "tfps.launch.config", "tfps.launch.emit", "tfps.launch.tfjob", "tfps.launch.sbatch",
         "tfps.launch.doctor", "tfps.launch.plan", "tfps.launch.supervisor",
         "tfps.launch.failures", "tfps.launch.namespaces", "tfps.launch.scripts",
-        "tfps.launch.entry", "tfps.launch.peers", "tfps.launch.resources", "tfps.strategy"]
+        "tfps.launch.entry", "tfps.launch.peers", "tfps.launch.resources", "tfps.strategy",
+        "tfps.layers", "tfps.layers.config", "tfps.export", "tfps.export.paths",
+        "tfps.export.cli"]
 
 in_lane = pytest.mark.skipif(os.environ.get("TFPS_UNIT_LANE") != "1",
                              reason="only inside the unit lane (./test.sh unit)")

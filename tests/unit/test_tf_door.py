@@ -15,7 +15,9 @@ PRIVATE = ("_hyper", "_get_hyper", "_cache", "_current_new_cache_scope_count",
            "_num_workers", "_num_gpus_per_worker", "_get_next_no_partial_batch_handling",
            "_pss_evaluation_shards", "_functions", "_learning_rate", "_cluster_coordinator",
            "_cluster_resolver", "_tfll_initialized", "_tf_uses_legacy_keras",
-           "_is_parameter_server_strategy_v2")
+           "_is_parameter_server_strategy_v2", "_sharded_container", "_create_all_weights",
+           "_num_ps", "_serialize_to_tensors", "_restore_from_tensors",
+           "_infer_output_signature")
 
 
 def _sources():

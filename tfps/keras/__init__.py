@@ -15,6 +15,7 @@ What the helpers take care of:
 * `fit`: `Model.fit` with `BackupAndRestore` and checkpoints under ``model_dir`` and a
   `ProgressLogger` line per epoch (PSS refuses ``verbose=1``, the progress bar).
 * `evaluate`: exactly-once `Model.evaluate`, with the shard count checked up front.
+* `export`: the trained model as a SavedModel with un-sharded variables (`tfps.export`).
 * `run_sidecar_evaluator`, `is_evaluator`: the side-car evaluator task (``tfps-launch
   --evaluator``), on tf_keras's `SidecarEvaluator`.
 
@@ -37,6 +38,7 @@ Example (on an in-process cluster; under `tfps-launch` call ``make_strategy()``)
 
     tfps.keras.fit(model, data, epochs=3, steps_per_epoch=100, model_dir="/tmp/run")
     # fit | epoch: 1/3 | step: 100 | steps/sec: 310.5 | loss: 0.6931 | accuracy: 0.7812
+    tfps.keras.export(model, "/tmp/run/export/1")   # tf.saved_model.load-able anywhere
 
 This package is ``tfps.keras`` (`fit`, `callbacks`, `sidecar`); inside tfps, ``import keras``
 still means Keras 3 (absolute imports). Do not run files of ``tfps/`` as scripts.
@@ -49,8 +51,9 @@ _env.require_tf_keras()
 from tfps.keras.callbacks import (  # noqa: E402
     BACKUP_SUBDIR, CHECKPOINT_SUBDIR, EpochCheckpoint, ProgressLogger, default_callbacks)
 from tfps.keras.fit import (  # noqa: E402
-    dataset_creator, evaluate, evaluation_shards, fit, make_strategy, num_workers,
+    create_slots, dataset_creator, evaluate, evaluation_shards, fit, make_strategy, num_workers,
     steps_per_execution)
+from tfps.keras.saving import export  # noqa: E402
 from tfps.keras.sidecar import is_evaluator, run_sidecar_evaluator  # noqa: E402
 
 __all__ = [
@@ -58,10 +61,12 @@ __all__ = [
     "CHECKPOINT_SUBDIR",
     "EpochCheckpoint",
     "ProgressLogger",
+    "create_slots",
     "dataset_creator",
     "default_callbacks",
     "evaluate",
     "evaluation_shards",
+    "export",
     "fit",
     "is_evaluator",
     "make_strategy",

@@ -1,5 +1,6 @@
 """Callbacks `tfps.keras.fit` adds under ParameterServerStrategy: a line per epoch, epoch
-checkpoints with the names the side-car evaluator watches, and `BackupAndRestore`."""
+checkpoints with the names the side-car evaluator watches, and `BackupAndRestore` (kept after
+`fit`, so a later `fit` with the same ``model_dir`` resumes)."""
 
 from __future__ import annotations
 
@@ -95,12 +96,16 @@ def default_callbacks(model_dir: str | None, *, checkpoint_epochs: int = 1,
     With `BackupAndRestore`, a chief that is killed and restarted with the same `model_dir`
     resumes from the last finished epoch (weights, optimizer state, epoch counter); under PSS
     it backs up once per epoch (tf_keras skips batch-level backups for PSS). The backup is
-    deleted when `fit` ends, so the next run with this `model_dir` trains from scratch.
+    kept when `fit` ends: the next `fit` with this `model_dir` and more epochs trains only the
+    epochs after the last one (with as many epochs, none), on any number of ps tasks
+    (`tfps.keras.fit` creates the optimizer's slots before the restore).
     """
     result = []
     if model_dir:
+        # Kept after fit (delete_checkpoint=False): the next fit with this model_dir resumes
+        # after its last epoch, as the Trainer resumes from its last checkpoint.
         result.append(tf_keras.callbacks.BackupAndRestore(
-            os.path.join(model_dir, BACKUP_SUBDIR), save_freq="epoch"))
+            os.path.join(model_dir, BACKUP_SUBDIR), save_freq="epoch", delete_checkpoint=False))
         result.append(EpochCheckpoint(os.path.join(model_dir, CHECKPOINT_SUBDIR),
                                       every=checkpoint_epochs))
     if progress:

@@ -11,11 +11,12 @@ import tf_keras
 from tfps import _env, _tf, policy, validate
 from tfps.errors import ConfigError
 from tfps.keras.callbacks import default_callbacks
+from tfps.strategy import shards
 
 tf = _tf.require()
 
-__all__ = ["dataset_creator", "evaluate", "evaluation_shards", "fit", "make_strategy",
-           "num_workers", "steps_per_execution"]
+__all__ = ["create_slots", "dataset_creator", "evaluate", "evaluation_shards", "fit",
+           "make_strategy", "num_workers", "steps_per_execution"]
 
 
 # ------------------------------------------------------------------------------ strategy
@@ -130,7 +131,8 @@ def fit(model, x, *, epochs: int, steps_per_epoch: int, model_dir: str | None = 
       epochs: number of epochs.
       steps_per_epoch: steps per epoch (required under PSS: the data is infinite).
       model_dir: where `BackupAndRestore` and the ``ckpt-<epoch>`` checkpoints go; None for
-        neither.
+        neither. A `model_dir` from an earlier `fit` (on any number of ps tasks) resumes
+        after its last epoch: weights, optimizer slots and step count.
       checkpoint_epochs: save a checkpoint every this many epochs (and after the last).
       validation_data: a finite `tf.data.Dataset` (or a function returning one), evaluated
         exactly once per epoch when the model was compiled with ``pss_evaluation_shards``.
@@ -144,6 +146,7 @@ def fit(model, x, *, epochs: int, steps_per_epoch: int, model_dir: str | None = 
     """
     validate.integer("epochs", epochs, low=1, high=10**9)
     validate.integer("steps_per_epoch", steps_per_epoch, low=1, high=10**12)
+    _refuse_dynamic_embeddings(model)
     if verbose == 1:
         raise ConfigError("Argument `verbose` must be 0, 2 or 'auto': Keras fit under "
                           "ParameterServerStrategy has no progress bar (tfps.keras prints a "
@@ -154,9 +157,44 @@ def fit(model, x, *, epochs: int, steps_per_epoch: int, model_dir: str | None = 
         validation_data = validation_data()
     all_callbacks = [*default_callbacks(model_dir, checkpoint_epochs=checkpoint_epochs,
                                         progress=progress), *callbacks]
+    create_slots(model)  # before BackupAndRestore restores, on any number of ps tasks
     return model.fit(x, epochs=epochs, steps_per_epoch=steps_per_epoch,
                      validation_data=validation_data, callbacks=all_callbacks,
                      verbose=verbose, **kwargs)
+
+
+def _refuse_dynamic_embeddings(model) -> None:
+    """tf_keras `fit` has no step hook for the per-row updates of a `DynamicEmbedding`
+    (`tfps.layers`): its rows are not variables, so `fit`'s optimizer would never train them."""
+    from tfps.layers.dynamic_embedding import tables_of  # pylint: disable=g-import-not-at-top
+
+    tables = tables_of(model)
+    if tables:
+        names = ", ".join(repr(t.name) for t in tables)
+        raise ConfigError(f"Argument `model` has DynamicEmbedding layers ({names}), which train "
+                          f"only with tfps.Trainer: Keras fit has no step hook for their row "
+                          f"updates. Received: model with {len(tables)} DynamicEmbedding "
+                          f"layer(s)")
+
+
+def create_slots(model) -> None:
+    """Creates the optimizer's slots for `model`'s variables now (values unchanged).
+
+    `BackupAndRestore` restores in ``on_train_begin``, before the first update creates the
+    slots. Restored then, the slots of a sharded variable go into one full-size variable on
+    the chief and are dropped at the first update, which makes fresh ones per shard: a resumed
+    job silently restarts Adagrad's accumulators and Adam's moments (keras-team/tf-keras#838;
+    docs/tensorflow-notes.md, "Sharded models in SavedModels and resharded checkpoints").
+    With the slots made first, TF restores each into its shards, whatever the number of ps
+    tasks the backup was written with. Only tf_keras legacy optimizers (the ones PSS `fit`
+    runs) need it; others are left alone.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if not isinstance(optimizer, tf_keras.optimizers.legacy.Optimizer):
+        return
+    variables = [part for var in model.trainable_variables for part in shards(var)]
+    with model.distribute_strategy.scope():
+        _tf.create_slots(optimizer, variables)
 
 
 def evaluate(model, data, **kwargs) -> dict[str, float]:

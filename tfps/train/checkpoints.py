@@ -15,12 +15,41 @@ import os
 import shutil
 
 from tfps import _tf
+from tfps.strategy import is_keras3, tf_variable
 
 tf = _tf.require()
 
-__all__ = ["Checkpoints"]
+__all__ = ["Checkpoints", "Keras3Variables", "trackable"]
 
 log = logging.getLogger(__name__)
+
+
+class Keras3Variables(tf.Module):
+    """What a checkpoint saves of a Keras 3 model: its TF variables, in ``model.variables``
+    order (sharded ones whole).
+
+    `tf.train.Checkpoint` cannot save a Keras 3 model whose variable is sharded: the Keras
+    variable hands TF's saver the `ShardedVariable` as one tensor, which has no device
+    (``AttributeError: 'ShardedVariable' object has no attribute 'device'`` in
+    functional_saver.py). The TF variables themselves save as TF saves any sharded variable
+    (one entry of the full shape, written shard by shard with slice information, so another
+    shard count reads it back), and their optimizer slots are found through them
+    (docs/tensorflow-notes.md, "Sharded models in SavedModels and resharded checkpoints").
+    """
+
+    def __init__(self, model):
+        from tfps.layers.dynamic_embedding import tables_of  # pylint: disable=g-import-not-at-top
+
+        super().__init__(name="keras3_variables")
+        self.values = [tf_variable(v) for v in model.variables]
+        tables = tables_of(model)
+        if tables:  # DynamicEmbedding tables (tfps.layers) are no variables: saved beside
+            self.dynamic_tables = tables
+
+
+def trackable(obj):
+    """`obj` as a checkpoint should track it: a Keras 3 model as its `Keras3Variables`."""
+    return Keras3Variables(obj) if is_keras3(obj) and hasattr(obj, "variables") else obj
 
 
 class Checkpoints:
@@ -37,7 +66,8 @@ class Checkpoints:
     def __init__(self, *, strategy, coordinator, directory: str, max_to_keep: int, **objects):
         self._strategy, self._coordinator = strategy, coordinator
         self.directory = directory
-        self.checkpoint = tf.train.Checkpoint(**objects)
+        self.checkpoint = tf.train.Checkpoint(
+            **{name: trackable(obj) for name, obj in objects.items()})
         self._manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                    max_to_keep=max_to_keep)
 

@@ -40,13 +40,18 @@ class TrainLoop:
       record_values: ``record_values(step, loss, taus) -> {name: value}`` for a record.
       model_dir: where TensorBoard summaries go (None: none).
       on_packing: ``on_packing(steps_per_closure)``, called once the count is chosen.
+      maintain: ``(every, fn)``: every `every` steps (at the first closure boundary at or
+        after each multiple, the last step included) the loop waits for every closure in
+        flight and calls ``fn(step)`` (`DynamicEmbedding` eviction); None for nothing.
     """
 
     def __init__(self, *, schedule: Callable, join: Callable, num_workers: int,
                  options: TrainerOptions, save: Callable[[int], Any],
                  record_values: Callable, model_dir: str | None,
-                 on_packing: Callable[[int], None] = lambda n: None):
+                 on_packing: Callable[[int], None] = lambda n: None,
+                 maintain: tuple[int, Callable[[int], None]] | None = None):
         self._schedule, self._join, self._save = schedule, join, save
+        self._maintain = maintain
         self._workers = num_workers
         self._options = options
         self._record_values = record_values
@@ -118,6 +123,8 @@ class TrainLoop:
         every_log, every_ckpt = opts.log_every, opts.checkpoint_every
         next_log = (scheduled // every_log + 1) * every_log if every_log else None
         next_ckpt = (scheduled // every_ckpt + 1) * every_ckpt if every_ckpt else None
+        every_maint, maintain = self._maintain or (None, None)
+        next_maint = (scheduled // every_maint + 1) * every_maint if every_maint else None
 
         def drain(keep: int):
             nonlocal last_loss, done
@@ -134,6 +141,10 @@ class TrainLoop:
             scheduled += n
             pending.append((n, self._schedule(n)))
             drain(keep=2 * self._workers)  # bounded look-ahead, losses stay current
+            if next_maint is not None and scheduled >= next_maint:  # before records, saves
+                drain(keep=0)
+                maintain(done)
+                next_maint = (done // every_maint + 1) * every_maint
             if next_log is not None and scheduled >= next_log:
                 drain(keep=0)
                 self._record(reporter, done, last_loss, taus)

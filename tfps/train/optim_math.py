@@ -12,7 +12,9 @@ these, and push the difference; the update rules are those of the legacy kernels
   w -= lr √(1-β₂ᵗ)/(1-β₁ᵗ) · m / (√v + ε)``, t the 1-based update count.
 
 For rows of an embedding, they update only the rows given ("lazy" Adam: tf_keras's own sparse
-Adam also decays the moments of every other row at every step).
+Adam also decays the moments of every other row at every step). Rows of a `DynamicEmbedding`
+(`tfps.layers`) pass ``count``, each row's own 1-based update count, which replaces ``t`` in
+Adam's bias correction (a row created at step 10 000 starts with t = 1, as a new variable would).
 
 >>> rule = rule_for(tf_keras.optimizers.legacy.Adagrad(0.5, epsilon=0.0))  # doctest: +SKIP
 >>> w, (a,) = rule.update(tf.constant([1.0]), [tf.constant([0.0])], tf.constant([2.0]),
@@ -31,7 +33,7 @@ from tfps.errors import ConfigError
 
 tf = _tf.require()
 
-__all__ = ["Rule", "SUPPORTED", "rule_for"]
+__all__ = ["Rule", "SUPPORTED", "initial_slots", "rule_for"]
 
 SUPPORTED = ("SGD", "Adagrad", "Adam")
 
@@ -53,8 +55,10 @@ def _hyper(optimizer, name: str, step) -> "tf.Tensor":
 class Rule:
     """One optimizer's update: its slot names (as tf_keras names them) and the function.
 
-    `update(w, slots, g, step)` returns ``(new w, new slots)``; `step` is the count of
-    updates before this one (the optimizer's ``iterations``).
+    `update(w, slots, g, step, count=None)` returns ``(new w, new slots)``; `step` is the count
+    of updates before this one (the optimizer's ``iterations``: schedules are read at it).
+    `count`, when given, is each row's own 1-based update count (a ``[rows, 1]`` tensor): Adam
+    uses it as ``t`` instead of ``step + 1``; the other rules ignore it.
     """
 
     name: str
@@ -62,45 +66,54 @@ class Rule:
     update: Callable
 
 
-def rule_for(optimizer) -> Rule:
-    """The `Rule` of a tf_keras legacy SGD, Adagrad or Adam; `ConfigError` for any other."""
+def rule_for(optimizer, purpose: str = "local steps") -> Rule:
+    """The `Rule` of a tf_keras legacy SGD, Adagrad or Adam; `ConfigError` (naming `purpose`)
+    for any other."""
     kind = type(optimizer).__name__
     if kind not in SUPPORTED or getattr(optimizer, "amsgrad", False) or \
             getattr(optimizer, "centered", False):
         raise ConfigError(f"Argument `optimizer` must be one of {', '.join(SUPPORTED)} "
-                          f"(without amsgrad) for local steps. Received: optimizer={kind}")
+                          f"(without amsgrad) for {purpose}. Received: optimizer={kind}")
     eps = float(getattr(optimizer, "epsilon", 0.0) or 0.0)
     if kind == "SGD":
         momentum = _tf.optimizer_hyper(optimizer, "momentum")
         if not callable(momentum) and not isinstance(momentum, tf.Variable) and \
                 float(momentum) == 0.0:
-            return Rule("SGD", (), lambda w, s, g, step: (
+            return Rule("SGD", (), lambda w, s, g, step, count=None: (
                 w - _hyper(optimizer, "learning_rate", step) * g, []))
         nesterov = bool(optimizer.nesterov)
 
-        def momentum_update(w, slots, g, step):
+        def momentum_update(w, slots, g, step, count=None):
             lr, mu = _hyper(optimizer, "learning_rate", step), _hyper(optimizer, "momentum", step)
             m = mu * slots[0] - lr * g
             return (w + mu * m - lr * g if nesterov else w + m), [m]
 
         return Rule("SGD", ("momentum",), momentum_update)
     if kind == "Adagrad":
-        def adagrad(w, slots, g, step):
+        def adagrad(w, slots, g, step, count=None):
             a = slots[0] + g * g
             return w - _hyper(optimizer, "learning_rate", step) * g / (tf.sqrt(a) + eps), [a]
 
         return Rule("Adagrad", ("accumulator",), adagrad)
 
-    def adam(w, slots, g, step):
+    def adam(w, slots, g, step, count=None):
         lr = _hyper(optimizer, "learning_rate", step)
         b1, b2 = _hyper(optimizer, "beta_1", step), _hyper(optimizer, "beta_2", step)
-        t = tf.cast(step + 1, tf.float32)
+        t = tf.cast(step + 1, tf.float32) if count is None else tf.cast(count, tf.float32)
         m = b1 * slots[0] + (1 - b1) * g
         v = b2 * slots[1] + (1 - b2) * g * g
         lr_t = lr * tf.sqrt(1 - tf.pow(b2, t)) / (1 - tf.pow(b1, t))
         return w - lr_t * m / (tf.sqrt(v) + eps), [m, v]
 
     return Rule("Adam", ("m", "v"), adam)
+
+
+def initial_slots(optimizer, rule: Rule) -> tuple[float, ...]:
+    """The value each of `rule`'s slots starts at for a new parameter: Adagrad's
+    ``initial_accumulator_value`` (from the optimizer's config), 0 for the others."""
+    if rule.name == "Adagrad":
+        return (float(optimizer.get_config().get("initial_accumulator_value", 0.1)),)
+    return tuple(0.0 for _ in rule.slot_names)
 
 
 def slots_of(optimizer, rule: Rule, variable) -> list:

@@ -42,14 +42,17 @@ class StepFunctions:
       optimizer: a tf_keras legacy optimizer (it places its slots beside each shard).
       staleness: the `Staleness` counter.
       dedup: gather each distinct embedding id once per lookup (`tfps.train.params`).
+      dynamic: the model's `DynamicEmbedding` tables (`tfps.train.dynamic`), or None: their
+        lookups record their rows on each step's tape, and the rows are updated after it.
     """
 
     def __init__(self, *, strategy, model, variables: list, loss_fn: Callable, optimizer,
-                 staleness: Staleness, dedup: bool = False):
+                 staleness: Staleness, dedup: bool = False, dynamic=None):
         self.strategy, self.model, self.variables = strategy, model, variables
         self.optimizer, self.staleness = optimizer, staleness
         self.loss_fn = loss_fn
         self.dedup = dedup
+        self.dynamic = dynamic
         self.fused: FusedDense | None = None  # set by `fuse`
         self.dense: list = []  # the variables with dense gradients, once probed
         self.lookup_bounds: dict = {}  # variable ref -> most ids per batch (None: unknown)
@@ -76,7 +79,8 @@ class StepFunctions:
             return original(indices)
 
         def probe(batch):
-            with tf.GradientTape() as tape, _tf.intercept_sparse_reads(self.variables, record):
+            with tf.GradientTape() as tape, _tf.intercept_sparse_reads(self.variables, record), \
+                    self.row_scope(tape):
                 loss = self.loss_fn(self.model, batch)
             grads = tape.gradient(loss, self.variables)
             self.dense = [v for v, g in zip(self.variables, grads)
@@ -98,7 +102,8 @@ class StepFunctions:
         buffer read, which the model's reads return)."""
         read_version = self.staleness.read()
         with tf.control_dependencies(Staleness.before_reads(read_version)), \
-                tf.GradientTape() as tape, dedup_lookups(self.variables, self.dedup):
+                tf.GradientTape() as tape, dedup_lookups(self.variables, self.dedup), \
+                self.row_scope(tape) as rows:
             slices = {}
             if self.fused is not None:  # inside the closure's cache_variable_reads scope
                 _, slices = self.fused.read()
@@ -106,7 +111,10 @@ class StepFunctions:
                 self.fused.install(slices)
             loss = tf.cast(self.loss_fn(self.model, batch), tf.float32)
         targets = [slices.get(v.ref(), v) for v in self.variables]
-        grads = tape.gradient(loss, targets)  # IndexedSlices stay sparse
+        sources = [] if rows is None else rows.sources  # DynamicEmbedding rows
+        grads, row_grads = tape.gradient(loss, (targets, sources))  # IndexedSlices stay sparse
+        if rows is not None:
+            rows.push(row_grads)  # each touched row's optimizer update, on its ps
         self.gradient_types = {v.name: type(g).__name__ for v, g in zip(self.variables, grads)}
         return loss, grads, read_version
 
@@ -121,6 +129,13 @@ class StepFunctions:
             pairs += list(zip(self.fused.gradients_from_vars(by_var), self.fused.buffers))
         return self.staleness.count([g for g, _ in pairs], read_version,
                                     lambda: self.optimizer.apply_gradients(pairs))
+
+    def row_scope(self, tape):
+        """The step scope of `DynamicEmbedding` lookups (yields their recorder), or a no-op
+        that yields None."""
+        if self.dynamic is None:
+            return contextlib.nullcontext()
+        return self.dynamic.scope(tape)
 
     def reads_scope(self):
         """The closure-wide scope fused reads need (`cache_variable_reads`), or a no-op."""

@@ -37,13 +37,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tfps import _tf, optimizers, policy, validate
+from tfps import _tf, errors, optimizers, policy, validate
 from tfps.errors import ConfigError
 from tfps.evaluation import ExactEvaluator
 from tfps.progress import ProgressReporter
 from tfps.strategy import make_coordinator, shards, variable_table
 from tfps.train.checkpoints import Checkpoints
 from tfps.train.closures import Closures
+from tfps.train.dynamic import DynamicTables
 from tfps.train.loop import TrainLoop
 from tfps.train.options import TrainerOptions, TrainResult
 from tfps.train.staleness import Staleness
@@ -119,6 +120,7 @@ class Trainer:
         self._eval = (eval_dataset_fn, eval_fn)
         self._evaluator = None
         self._workers = _tf.num_workers(strategy)
+        self._model_fn = None if _is_model(model) else model  # builds export copies too
         with strategy.scope():
             self.model = model if _is_model(model) else model()
             if not _is_model(self.model):
@@ -134,9 +136,15 @@ class Trainer:
         if not variables:
             raise ConfigError("Argument `model` has no trainable variables; build it (e.g. "
                               "call it once or give its input shape) in the model function.")
+        # DynamicEmbedding layers (tfps.layers): tables on the ps tasks, rows updated by the
+        # optimizer's rule after each step's gradient, evicted between closures.
+        self._dynamic = DynamicTables(strategy=strategy, model=self.model,
+                                      optimizer=self.optimizer, options=options,
+                                      model_dir=model_dir)
         self._steps = StepFunctions(strategy=strategy, model=self.model, variables=variables,
                                     loss_fn=loss_fn, optimizer=self.optimizer,
-                                    staleness=self._staleness, dedup=options.dedup_lookups)
+                                    staleness=self._staleness, dedup=options.dedup_lookups,
+                                    dynamic=self._dynamic if self._dynamic.active else None)
         # Every slot exists before a restore: restored into a ShardedVariable's container
         # first, slot values are silently dropped (docs/tensorflow-notes.md, "Sharded models
         # in SavedModels and resharded checkpoints").
@@ -159,7 +167,9 @@ class Trainer:
         self._loop = TrainLoop(schedule=self._closures.schedule, join=self.coordinator.join,
                                num_workers=self._workers, options=options, save=self._save,
                                record_values=self._record_values, model_dir=model_dir,
-                               on_packing=self._closures.use_packing)
+                               on_packing=self._closures.use_packing,
+                               maintain=self._dynamic.interval and (self._dynamic.interval,
+                                                                    self._dynamic.maintain))
         self.restored_step = self.restore()
 
     @staticmethod
@@ -199,11 +209,14 @@ class Trainer:
         validate.integer("train_steps", train_steps, low=0, high=10**12)
         if _tf.pin_hyperparameters(self.optimizer):
             self._closures.retrace()
-        self._closures.prepare()
+        with errors.surfaced():
+            self._closures.prepare()
         if self._steps.fused is not None:
             self._steps.fused.from_model()  # the model's variables may have been set meanwhile
+        self._dynamic.start(self.step)
         try:
-            return self._loop.run(self.step, train_steps)
+            with errors.surfaced():  # a ConfigError from traced user code, as itself
+                return self._loop.run(self.step, train_steps)
         finally:
             self._sync_model()
 
@@ -213,6 +226,7 @@ class Trainer:
             values["examples/sec"] = rate * self.batch_size
         values["loss"] = loss
         values["lr"] = self.current_learning_rate()
+        values.update(self._dynamic.record_values(step))  # rows, admitted, evicted
         return values
 
     @property
@@ -250,6 +264,7 @@ class Trainer:
 
     def _save(self, step: int) -> str | None:
         self.global_step.assign(step)
+        self._dynamic.evict(step)  # rows over a cap or a TTL reach no checkpoint, no export
         if self._checkpoints is None:
             return None
         self._sync_model()
@@ -257,7 +272,28 @@ class Trainer:
 
     def save(self) -> str | None:
         """Writes a checkpoint now (all scheduled closures are joined first)."""
-        return None if self._checkpoints is None else self._save(self.step)
+        if self._checkpoints is None:
+            return None
+        self.coordinator.join()
+        return self._save(self.step)
+
+    def export(self, path: str, *, serving_fn=None, input_signature=None,
+               overwrite: bool = False, builder=None) -> str:
+        """Writes the model as a SavedModel with un-sharded variables and a
+        ``serving_default`` signature (`tfps.export.export_saved_model`); returns its path.
+
+        Joins every scheduled closure first. The copy is built by `builder`, default the
+        model function the Trainer was given (or Keras's `clone_model` for a Keras model
+        given as an object). A Keras model is served on its inputs; a `tf.Module` needs
+        ``serving_fn(model, inputs)`` and an `input_signature`, or a method name.
+        """
+        from tfps.export.saved_model import export_saved_model  # pylint: disable=g-import-not-at-top
+
+        self.coordinator.join()
+        self._sync_model()
+        return export_saved_model(self.model, path, builder=builder or self._model_fn,
+                                  serving_fn=serving_fn, input_signature=input_signature,
+                                  overwrite=overwrite)
 
     # ------------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
@@ -289,5 +325,7 @@ class Trainer:
         return line
 
     def describe(self) -> str:
-        """The variable-shard table: where every variable and shard of the model lives."""
-        return variable_table([_tf_variable(v) for v in self.model.trainable_variables])
+        """The variable-shard table: where every variable and shard of the model lives; then
+        the rows, waiting ids and bytes of every DynamicEmbedding shard."""
+        table = variable_table([_tf_variable(v) for v in self.model.trainable_variables])
+        return table + ("\n" + self._dynamic.describe() if self._dynamic.active else "")
