@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,6 +196,13 @@ class LaunchRun:
             pytest.fail(f"tfps-launch still running after {timeout}s:\n{self.output[-4000:]}")
         self._reader.join(10)
         return self.proc.returncode
+
+
+def latest_recorded(ckpt_dir: str) -> int:
+    """The step of the checkpoint that ``ckpt_dir/checkpoint`` (TF's state file, rewritten
+    atomically at the end of each save) names as the latest."""
+    with open(os.path.join(ckpt_dir, "checkpoint")) as f:
+        return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', f.read()).group(1))
 
 
 def pid_alive(pid: int) -> bool:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import REPO, kill_group, task_env
+from conftest import REPO, kill_group, latest_recorded, task_env
 
 CHIEF = r"""
 import sys
@@ -50,11 +49,6 @@ if sys.argv[2] == "once":  # one step and one complete save
 _IN_FLIGHT = "ckpt-*_temp*"
 
 
-def _latest_recorded(ckpt_dir: str) -> int:
-    with open(os.path.join(ckpt_dir, "checkpoint")) as f:
-        return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', f.read()).group(1))
-
-
 @pytest.mark.slow
 @pytest.mark.drill
 def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
@@ -75,7 +69,7 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
                     saved = int(line.split()[1])
                     break
             assert saved >= 1, "the chief never completed a save"
-            before = _latest_recorded(ckpt_dir)
+            before = latest_recorded(ckpt_dir)
             while not glob.glob(os.path.join(ckpt_dir, _IN_FLIGHT)):
                 assert time.monotonic() < deadline and proc.poll() is None, "no save started"
                 time.sleep(0.002)
@@ -86,7 +80,7 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
         # The kill cut a save: its partial files are there, and the record still names the
         # last complete checkpoint.
         assert glob.glob(os.path.join(ckpt_dir, _IN_FLIGHT))
-        latest = _latest_recorded(ckpt_dir)
+        latest = latest_recorded(ckpt_dir)
         assert latest == before >= saved
         # A fresh chief restores exactly that checkpoint: its step and its weights.
         check = subprocess.run([sys.executable, str(script), model_dir, "check"], cwd=REPO,
@@ -102,5 +96,5 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
     once = subprocess.run([sys.executable, str(script), model_dir, "once"], cwd=REPO,
                           env=task_env(), capture_output=True, text=True, timeout=180)
     assert once.returncode == 0, once.stderr[-3000:]
-    assert _latest_recorded(ckpt_dir) == latest + 1
+    assert latest_recorded(ckpt_dir) == latest + 1
     assert not glob.glob(os.path.join(ckpt_dir, _IN_FLIGHT)), (stale, os.listdir(ckpt_dir))

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import REPO, assert_all_dead, kill_group, result_line, task_env
+from conftest import (REPO, assert_all_dead, kill_group, latest_recorded, result_line,
+                      task_env)
 
 RECSYS_DYNAMIC = os.path.join(REPO, "examples", "recsys_dynamic.py")
 
@@ -147,11 +147,6 @@ if sys.argv[2] == "save":
 """
 
 
-def _latest_recorded(ckpt_dir: str) -> int:
-    with open(os.path.join(ckpt_dir, "checkpoint")) as f:
-        return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', f.read()).group(1))
-
-
 @pytest.mark.slow
 @pytest.mark.drill
 def test_kill_during_a_save_keeps_the_previous_tables_exactly(tmp_path):
@@ -182,7 +177,7 @@ def test_kill_during_a_save_keeps_the_previous_tables_exactly(tmp_path):
         proc.wait(10)
     finally:
         kill_group(proc)
-    latest = _latest_recorded(ckpt_dir)
+    latest = latest_recorded(ckpt_dir)
     assert latest in digests, (latest, sorted(digests))
     check = subprocess.run([sys.executable, str(script), model_dir, "check", "3"], cwd=REPO,
                            env=task_env(), capture_output=True, text=True, timeout=240)
