@@ -199,10 +199,13 @@ class LaunchRun:
 
 
 def latest_recorded(ckpt_dir: str) -> int:
-    """The step of the checkpoint that ``ckpt_dir/checkpoint`` (TF's state file, rewritten
-    atomically at the end of each save) names as the latest."""
-    with open(os.path.join(ckpt_dir, "checkpoint")) as f:
-        return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', f.read()).group(1))
+    """The step of the checkpoint that ``ckpt_dir``'s state file (TF's, rewritten atomically
+    at the end of each save) names as the latest."""
+    from tfps.checkpoints import checkpoint_number, read_state  # here: tfps configures on import
+
+    prefix = read_state(ckpt_dir)
+    assert prefix is not None, f"no checkpoint state file in {ckpt_dir}"
+    return checkpoint_number(prefix)
 
 
 def pid_alive(pid: int) -> bool:

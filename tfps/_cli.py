@@ -23,7 +23,7 @@ from typing import Callable
 
 from tfps.errors import TfpsError
 
-__all__ = ["Parser", "UsageError", "exit_on_error", "int_in", "seconds_in"]
+__all__ = ["Parser", "UsageError", "arg_type", "exit_on_error", "int_in", "seconds_in"]
 
 _INT = re.compile(r"[0-9]{1,12}")
 _DECIMAL = re.compile(r"([0-9]{1,12}(\.[0-9]{0,9})?|\.[0-9]{1,9})")
@@ -75,6 +75,18 @@ def seconds_in(high: float) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(
                 f"expected a number of seconds in (0, {high:g}], got {quote(str(text))}")
         return value
+    return convert
+
+
+def arg_type(expected: str, parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type calling ``parse(text)``: any `TfpsError` it raises becomes the one
+    usage line ``expected <expected>, got '<text>'``."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except TfpsError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {quote(text)}"
+                                             ) from None
     return convert
 
 

@@ -1,4 +1,4 @@
-"""Sizing rules, in one place: steps per closure, evaluation shards. Pure: no TensorFlow.
+"""Sizing rules, in one place: steps per closure, shard size, evaluation shards. Pure Python.
 
 The Trainer, `tfps.keras` and ``tfps-launch --doctor`` all size the same things; each number
 lives here once, with its reason.
@@ -10,6 +10,8 @@ lives here once, with its reason.
 * **Keras fit** (`steps_per_execution`): callbacks run between closures and an epoch is never
   split mid-closure, so it aims at `CLOSURES_PER_WORKER` closures per worker and epoch, at
   most `MAX_STEPS_PER_EXECUTION` steps each.
+* **Shard size** (`DEFAULT_MIN_SHARD_BYTES`): the smallest shard `tfps.make_strategy`'s
+  partitioner cuts a variable into, and what ``--doctor`` weighs a ps count against.
 * **Exactly-once evaluation** (`eval_shards`): `EVAL_SHARDS_PER_WORKER` shards per worker (as
   tf_keras's ``pss_evaluation_shards="auto"``), never more than the data has batches.
 
@@ -27,7 +29,8 @@ import math
 
 from tfps import validate
 
-__all__ = ["CALIBRATION_ROUNDS", "CALIBRATION_STEPS", "EVAL_SHARDS_PER_WORKER",
+__all__ = ["CALIBRATION_ROUNDS", "CALIBRATION_STEPS", "DEFAULT_MIN_SHARD_BYTES",
+           "EVAL_SHARDS_PER_WORKER",
            "MAX_STEPS_PER_CLOSURE", "calibration_fits", "eval_shards", "packing",
            "steps_per_execution"]
 
@@ -43,6 +46,8 @@ CALIBRATION_ROUNDS = 3
 # measurements: ~1000 steps/s at 100 per closure vs ~700 at 10; more only delays callbacks).
 CLOSURES_PER_WORKER = 4
 MAX_STEPS_PER_EXECUTION = 100
+# Below this size a shard costs more in per-RPC overhead than it saves in ps bandwidth.
+DEFAULT_MIN_SHARD_BYTES = 256 << 10
 # Exactly-once evaluation: tf_keras's own "auto" (training.py, _infer_exact_eval_shards).
 EVAL_SHARDS_PER_WORKER = 5
 

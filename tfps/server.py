@@ -10,9 +10,8 @@ from __future__ import annotations
 import sys
 
 from tfps import _cli, _env
-from tfps.cluster import Cluster, TaskId, task_from_env
+from tfps.cluster import Cluster, TaskId, port_in_use, split_address, task_from_env
 from tfps.errors import TfpsError
-from tfps.ports import port_in_use
 
 _env.configure()
 
@@ -28,7 +27,7 @@ def serve(cluster: Cluster, task: TaskId) -> None:
     if task.type not in ("ps", "worker"):
         raise ServeError(f"only ps and worker tasks run a task server; got task '{task}'")
     address = cluster.address(task)  # raises if the task is not in the cluster
-    port = int(address.rpartition(":")[2])
+    port = split_address(address)[1]
     # Before TensorFlow's import (seconds, and its start-up log lines): a taken port is
     # the common failure, and gRPC would report it only after all of that.
     reason = port_in_use(port)

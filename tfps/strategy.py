@@ -27,6 +27,7 @@ from typing import Iterable
 from tfps import _env, _tf, validate
 from tfps.cluster import Cluster
 from tfps.errors import ConfigError
+from tfps.policy import DEFAULT_MIN_SHARD_BYTES
 
 __all__ = [
     "DEFAULT_MIN_SHARD_BYTES",
@@ -39,9 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Below this size a shard costs more in per-RPC overhead than it saves in ps bandwidth.
-DEFAULT_MIN_SHARD_BYTES = 256 << 10
 
 # More ps tasks than any cluster has: a bound, so that a typo cannot ask TF for 10**9 shards.
 _MAX_PS = 100_000

@@ -3,7 +3,7 @@ start it (``tfps-launch --from-env SCRIPT ...``), with ``TF_CONFIG`` written exa
 TFJob controller writes it (Go's ``json.Marshal`` of ``{cluster, task, environment: "cloud"}``,
 the evaluator listed in every task's cluster: training-operator
 ``pkg/controller.v1/tensorflow/tensorflow.go``). One launcher per task, as on Kubernetes: they
-watch each other through the cluster's addresses (`tfps.launch.peers`).
+watch each other through the cluster's addresses (`tfps.launch.run.peers`).
 
 Slurm runs for real in tests/drills/test_slurm.py.
 """
@@ -23,7 +23,7 @@ import pytest
 
 from conftest import REPO, TF_ENV, communicate, result_line
 from tfps.cluster import free_ports
-from tfps.launch import tfjob
+from tfps.emit.tfjob import TFJobSpec
 
 LAUNCHER = os.path.join(os.path.dirname(sys.executable), "tfps-launch")
 _CHIEF_TIMEOUT_S = 150
@@ -94,9 +94,8 @@ def test_tfjob_pods_train_to_completion_with_kubeflow_tf_config(procs, tmp_path,
                "ps": [f"localhost:{ports[2]}"],
                "worker": [f"localhost:{ports[3]}", f"localhost:{ports[4]}"]}
     # Each pod runs the container command of the emitted manifest.
-    [job, _] = tfjob.tfjob_manifest(name="t", image="img", script=train_script,
-                                    script_args=["20"], num_ps=1, num_workers=2,
-                                    evaluator=True)
+    [job, _] = TFJobSpec(name="t", image="img", script=train_script, script_args=["20"],
+                         num_ps=1, num_workers=2, evaluator=True).manifest()
     command = job["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0][
         "command"]
     argv = [LAUNCHER, *command[1:]]

@@ -14,10 +14,11 @@ import pytest
 from conftest import REPO
 from tfps.cluster import TaskId
 from tfps.errors import TfpsError
-from tfps.launch import cli, namespaces
+from tfps.launch import cli
+from tfps.launch.run import namespaces
 from tfps.launch.config import (DoctorConfig, EmitConfig, LaunchConfig, config_from_args)
-from tfps.launch.failures import Death, Failure, decide, describe_exit, failure_table
-from tfps.launch.plan import gpu_devices, parse_fault
+from tfps.launch.run.failures import Death, Failure, decide, describe_exit, failure_table
+from tfps.launch.run.plan import gpu_devices, parse_fault
 
 EXAMPLE = os.path.join(REPO, "examples", "linear_regression.py")
 
@@ -240,7 +241,7 @@ _PRE_INIT = b"WARNING: All log messages before absl::InitializeLog() is called a
 def _terminal_and_log(tmp_path, monkeypatch, *, gpu: bool, verbose: bool = False):
     import io
 
-    from tfps.launch import logs
+    from tfps.launch.run import logs
     monkeypatch.setattr(logs, "gpu_absent", lambda: not gpu)
     out = io.StringIO()
     output = logs.Output(str(tmp_path), out=out, err=io.StringIO(), verbose=verbose)

@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from tfps import Cluster, errors
+from tfps._units import parse_bytes
 from tfps.cluster import free_ports
 from tfps.launch import cli, doctor
 from tfps.launch.config import config_from_args
@@ -99,13 +100,13 @@ def test_counts_form_checks_versions_and_capacity_only(capsys):
     ("123", 123), ("2GiB", 2 << 30), ("500MB", 500_000_000), ("1e9", 10**9),
     ("1.5 KiB", 1536), (4096, 4096)])
 def test_parse_bytes(text, expected):
-    assert doctor.parse_bytes(text) == expected
+    assert parse_bytes(text) == expected
 
 
 @pytest.mark.parametrize("text", ["4XB", "", "-1", "0", "1e999", "2PiB", "１０"])
 def test_parse_bytes_errors_name_flag_and_value(text):
     with pytest.raises(errors.ConfigError) as info:
-        doctor.parse_bytes(text)
+        parse_bytes(text)
     assert str(info.value).startswith("--model-bytes: ") and repr(text) in str(info.value)
 
 

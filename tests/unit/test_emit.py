@@ -19,13 +19,17 @@ import yaml
 from conftest import REPO  # noqa: E402
 from k8s_check import schema_errors
 from tfps import errors
-from tfps.launch import cli, emit, resources, sbatch, tfjob
+from tfps.emit import kube, resources
+from tfps.emit.job import default_name
+from tfps.emit.slurm import SlurmSpec
+from tfps.emit.tfjob import TFJobSpec
+from tfps.launch import cli
 from tfps.launch.config import config_from_args
 
 
 def render(argv) -> str:
     """What ``tfps-launch ARGV`` prints: parsed and validated as the launcher does."""
-    return emit.render(config_from_args(cli.parse(argv)))
+    return config_from_args(cli.parse(argv)).render()
 
 
 def tfjob_docs(*argv) -> list[dict]:
@@ -91,8 +95,8 @@ def test_tfjob_from_spec_validates_against_the_crd(tmp_path):
     ("#x", True), ("*x", True), ("&x", True), ("!x", True), ("x: y", True), ("- x", True),
 ])
 def test_strings_yaml_1_1_would_type_are_quoted(text, quoted):
-    assert tfjob.needs_quotes(text) == quoted
-    dumped = tfjob.to_yaml([{"arg": text}]).splitlines()[-1]
+    assert kube.needs_quotes(text) == quoted
+    dumped = kube.to_yaml([{"arg": text}], header="").splitlines()[-1]
     assert yaml.safe_load(dumped) == {"arg": text}
     if quoted:
         assert dumped.split(": ", 1)[1][0] in "'\"", dumped
@@ -138,8 +142,8 @@ def test_default_resources_follow_the_job_and_model():
 
 
 def test_network_policy_admits_only_the_jobs_own_pods():
-    job, policy = tfjob.tfjob_manifest(name="mnist", image="img:1", script="t.py",
-                                       num_ps=1, num_workers=1, namespace="team-a")
+    job, policy = TFJobSpec(name="mnist", image="img:1", script="t.py", num_ps=1,
+                            num_workers=1, namespace="team-a").manifest()
     assert schema_errors(policy) == []
     assert policy["metadata"]["namespace"] == job["metadata"]["namespace"] == "team-a"
     spec = policy["spec"]
@@ -156,8 +160,8 @@ def test_network_policy_admits_only_the_jobs_own_pods():
 
 
 def test_schemas_catch_what_the_api_server_rejects():
-    job, policy = tfjob.tfjob_manifest(name="j", image="i", script="t.py", num_ps=1,
-                                       num_workers=1)
+    job, policy = TFJobSpec(name="j", image="i", script="t.py", num_ps=1,
+                            num_workers=1).manifest()
     container(job, "PS")["command"][2] = 0.001  # what go-yaml makes of an unquoted 1e-3
     job["spec"]["tfReplicaSpecs"]["PS"]["restartPolicyy"] = "Never"
     policy["spec"]["ingress"][0]["ports"][0]["protocol"] = "HTTP"
@@ -190,7 +194,7 @@ def test_tfjob_counts_form_without_evaluator_or_gpus():
                                        r"'OnFailure', 'Never', 'Always'.*='Sometimes'"),
     (dict(istio_sidecar="no"), r"`istio_sidecar` must be True or False.*='no'"),
     (dict(resources={"boss": None}), r"`resources` must be one of 'chief'.*='boss'"),
-    (dict(resources={"ps": "4Gi"}), r"`resources\['ps'\]` must be a tfps.launch.resources"),
+    (dict(resources={"ps": "4Gi"}), r"`resources\['ps'\]` must be a tfps.emit.resources"),
     (dict(model_bytes=0), r"`model_bytes` must be an integer >= 1 or None.*=0"),
     (dict(max_restarts=-1), r"`max_restarts` must be an integer in \[0, 10000\] or None"),
 ])
@@ -198,7 +202,7 @@ def test_tfjob_bad_arguments_name_field_and_value(kwargs, match):
     args = dict(name="job", image="img:1", script="t.py", evaluator=True)
     args.update(kwargs)
     with pytest.raises(errors.ConfigError, match=match):
-        tfjob.tfjob_manifest(**args)
+        TFJobSpec(**args)
 
 
 def test_emit_cli_errors_name_the_flag():
@@ -298,7 +302,7 @@ def test_sbatch_script_sets_the_split_resources_and_runs_every_task_under_srun()
 @pytest.mark.parametrize("tasks, nodes, per_node", [(5, 1, 5), (5, 2, 3), (9, 4, 3),
                                                      (8, 8, 1), (7, 3, 3), (102, 10, 11)])
 def test_sbatch_spreads_tasks_evenly_and_sizes_memory_per_node(tasks, nodes, per_node):
-    text = sbatch.sbatch_script(script="t.py", num_ps=1, num_workers=tasks - 2, nodes=nodes)
+    text = SlurmSpec(script="t.py", num_ps=1, num_workers=tasks - 2, nodes=nodes).render()
     d = directives(text)
     assert (d["--nodes"], d["--ntasks"], d["--ntasks-per-node"]) == (
         str(nodes), str(tasks), str(per_node))
@@ -315,7 +319,7 @@ def _port_base(text: str, job_id: int) -> int:
 
 
 def test_sbatch_ports_come_from_the_job_id_so_jobs_on_one_node_do_not_collide():
-    text = sbatch.sbatch_script(script="t.py", num_ps=2, num_workers=4, nodes=2)  # 4 per node
+    text = SlurmSpec(script="t.py", num_ps=2, num_workers=4, nodes=2).render()  # 4 per node
     bases = [_port_base(text, job) for job in range(1, 3000)]
     assert all(10000 <= b and b + 4 - 1 <= 32767 for b in bases)  # below the ephemeral range
     used = [range(b, b + 4) for b in bases]
@@ -325,24 +329,24 @@ def test_sbatch_ports_come_from_the_job_id_so_jobs_on_one_node_do_not_collide():
 
 
 def test_sbatch_evaluator_runs_beside_the_step_and_is_ended_after_training():
-    text = sbatch.sbatch_script(script="t.py", num_ps=1, num_workers=3, evaluator=True,
-                                nodes=2, cpus_per_task=8, mem="32G", max_restarts=5)
+    text = SlurmSpec(script="t.py", num_ps=1, num_workers=3, evaluator=True, nodes=2,
+                     cpus_per_task=8, mem="32G", max_restarts=5).render()
     d = directives(text)
     assert (d["--ntasks"], d["--nodes"], d["--ntasks-per-node"], d["--cpus-per-task"],
             d["--mem"]) == ("5", "2", "3", "8", "32G")
     eval_line = next(l for l in text.splitlines() if "--overlap" in l)
     assert eval_line == ('srun --overlap --nodes=1 --ntasks=1 env TF_CONFIG='
                          '"$evaluator_tf_config" tfps-launch --from-env --max-restarts 5 t.py &')
-    assert "evaluator_tf_config=$(python -c 'from tfps.launch.sbatch import " \
-           "slurm_evaluator_tf_config as c; print(c())') || exit 1\n" in text
+    assert "evaluator_tf_config=$(python -c 'from tfps.cluster.slurm import " \
+           "evaluator_tf_config as c; print(c())') || exit 1\n" in text
     assert "' tfps-task --max-restarts 5 t.py\n" in text
     # Its launcher ends it when the chief is done; the script ends its step if it did not.
     assert text.index('kill "$evaluator_pid"') > text.index("step_status=$?")
 
 
 def test_sbatch_default_memory_counts_the_evaluator_and_the_model():
-    d = directives(sbatch.sbatch_script(script="t.py", num_ps=2, num_workers=2, nodes=1,
-                                        evaluator=True, model_bytes=16 << 30))
+    d = directives(SlurmSpec(script="t.py", num_ps=2, num_workers=2, nodes=1,
+                             evaluator=True, model_bytes=16 << 30).render())
     # 5 tasks on the node, the largest being a ps (1 GiB + 2 x 8 GiB = 17 GiB), plus an
     # evaluator with the whole model (2 + 16 GiB).
     assert d["--mem"] == f"{5 * 17 + 18}G"
@@ -364,10 +368,10 @@ def test_sbatch_bad_arguments_name_field_and_value(kwargs, match):
     args = dict(script="t.py", num_ps=1, num_workers=2)
     args.update(kwargs)
     with pytest.raises(errors.ConfigError, match=match):
-        sbatch.sbatch_script(**args)
+        SlurmSpec(**args)
 
 
 def test_default_name_is_a_dns_label():
-    assert tfjob.default_name("/app/Train_MNIST.v2.py") == "tfps-train-mnist-v2"
-    assert tfjob.default_name("___.py") == "tfps-job"
-    assert len(tfjob.default_name("x" * 100 + ".py")) <= 40
+    assert default_name("/app/Train_MNIST.v2.py") == "tfps-train-mnist-v2"
+    assert default_name("___.py") == "tfps-job"
+    assert len(default_name("x" * 100 + ".py")) <= 40

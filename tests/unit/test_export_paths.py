@@ -1,7 +1,7 @@
 """Where an export goes (`tfps.export.paths`), without TensorFlow: which paths are refused,
 the write beside the path and the rename into place, replacing a SavedModel in one step, what
 a failed write leaves, and the clean-up of temporary directories of dead processes. Also the
-checkpoint record `python -m tfps.export` reads (`tfps.export.cli.latest_checkpoint`).
+checkpoint record `python -m tfps.export` reads (`tfps.checkpoints.latest_checkpoint`).
 
 The kill of a real exporting process is in tests/integration/test_export.py."""
 
@@ -15,7 +15,8 @@ import sys
 import pytest
 
 from tfps.errors import ConfigError, TfpsError
-from tfps.export import cli, paths
+from tfps.checkpoints import latest_checkpoint
+from tfps.export import paths
 
 
 def _saved_model(path, content: str = "old") -> None:
@@ -151,8 +152,8 @@ def test_latest_checkpoint_record(tmp_path):
                                       'all_model_checkpoint_paths: "ckpt-500"\n'
                                       'all_model_checkpoint_paths: "ckpt-700"\n')
     (ckpts / "ckpt-700.index").write_text("")
-    assert cli.latest_checkpoint(str(tmp_path / "run")) == str(ckpts / "ckpt-700")
-    assert cli.latest_checkpoint(str(ckpts)) == str(ckpts / "ckpt-700")  # the folder itself
+    assert latest_checkpoint(str(tmp_path / "run")) == str(ckpts / "ckpt-700")
+    assert latest_checkpoint(str(ckpts)) == str(ckpts / "ckpt-700")  # the folder itself
     (ckpts / "ckpt-700.index").unlink()
     with pytest.raises(TfpsError, match="the latest checkpoint, .*ckpt-700, is missing"):
-        cli.latest_checkpoint(str(tmp_path / "run"))
+        latest_checkpoint(str(tmp_path / "run"))

@@ -22,7 +22,8 @@ import tfps
 from tfps import server
 from tfps.errors import TfpsError
 from tfps.export import cli as export_cli
-from tfps.launch import cli, namespaces, supervisor
+from tfps.launch import cli
+from tfps.launch.run import namespaces, supervisor
 
 PROGS = {"launch": ("tfps-launch", cli.main), "server": ("tfps.server", server.main),
          "export": ("tfps.export", export_cli.main)}

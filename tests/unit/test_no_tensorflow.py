@@ -13,14 +13,16 @@ import pytest
 
 # Modules the launcher, the task server's argument handling, specs, plans and policies live
 # in: none of them may need TensorFlow to import.
-PURE = ["tfps", "tfps.cluster", "tfps.slurm", "tfps.specio", "tfps.validate", "tfps.policy",
-        "tfps.ports", "tfps._cli", "tfps.server", "tfps.train.options", "tfps.launch.cli",
-        "tfps.launch.config", "tfps.launch.emit", "tfps.launch.tfjob", "tfps.launch.sbatch",
-        "tfps.launch.doctor", "tfps.launch.plan", "tfps.launch.supervisor",
-        "tfps.launch.failures", "tfps.launch.namespaces", "tfps.launch.scripts",
-        "tfps.launch.entry", "tfps.launch.peers", "tfps.launch.resources", "tfps.strategy",
-        "tfps.layers", "tfps.layers.config", "tfps.export", "tfps.export.paths",
-        "tfps.export.cli"]
+PURE = ["tfps", "tfps.cluster", "tfps.cluster.model", "tfps.cluster.address",
+        "tfps.cluster.slurm", "tfps.cluster.specio", "tfps.cluster.ports", "tfps.validate",
+        "tfps.policy", "tfps._units", "tfps._cli", "tfps.server", "tfps.train.options",
+        "tfps.emit", "tfps.emit.cli", "tfps.emit.job", "tfps.emit.kube", "tfps.emit.tfjob",
+        "tfps.emit.slurm", "tfps.emit.resources", "tfps.launch.cli", "tfps.launch.config",
+        "tfps.launch.doctor", "tfps.launch.entry", "tfps.launch.run.plan",
+        "tfps.launch.run.supervisor", "tfps.launch.run.failures", "tfps.launch.run.namespaces",
+        "tfps.launch.run.scripts", "tfps.launch.run.peers", "tfps.launch.run.logs",
+        "tfps.strategy", "tfps.layers", "tfps.layers.config", "tfps.export", "tfps.export.paths",
+        "tfps.export.cli", "tfps.checkpoints", "tfps.checkpoints.layout"]
 
 in_lane = pytest.mark.skipif(os.environ.get("TFPS_UNIT_LANE") != "1",
                              reason="only inside the unit lane (./test.sh unit)")

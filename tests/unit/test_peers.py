@@ -1,5 +1,5 @@
-"""Launchers watching each other (`tfps.launch.peers`) and what a lost ps on another host means
-(`tfps.launch.failures.decide`). Real sockets on loopback, no processes, no TensorFlow."""
+"""Launchers watching each other (`tfps.launch.run.peers`) and what a lost ps on another host means
+(`tfps.launch.run.failures.decide`). Real sockets on loopback, no processes, no TensorFlow."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import time
 import pytest
 
 from tfps.cluster import Cluster, TaskId, free_ports
-from tfps.launch import peers
-from tfps.launch.failures import Death, Failure, decide, failure_table
-from tfps.launch.plan import plan_tasks
+from tfps.launch.run import peers
+from tfps.launch.run.failures import Death, Failure, decide, failure_table
+from tfps.launch.run.plan import plan_tasks
 
 
 def poll_until(fn, timeout=10.0):

@@ -1,4 +1,4 @@
-"""A Slurm job step as a cluster (`tfps.slurm`): host lists, rank placement, and errors that
+"""A Slurm job step as a cluster (`tfps.cluster.slurm`): host lists, rank placement, and errors that
 name the variable. Pure: no Slurm, no TensorFlow."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 
 from tfps import Cluster, errors
 from tfps.cluster import task_from_env
-from tfps.launch import sbatch
-from tfps.slurm import expand_hostlist, expand_tasks_per_node, job_port_base, slurm_jobs
+from tfps.cluster.slurm import (evaluator_tf_config, expand_hostlist, expand_tasks_per_node,
+                                job_port_base, slurm_jobs)
+from tfps.emit.slurm import SlurmSpec
 
 
 def slurm_env(rank: int, nodelist: str, per_node: str, num_tasks: int, **extra) -> dict:
@@ -103,7 +104,7 @@ def test_slurm_jobs():
 
 
 def test_slurm_evaluator_tf_config_lists_the_training_step_and_itself():
-    config = json.loads(sbatch.slurm_evaluator_tf_config({
+    config = json.loads(evaluator_tf_config({
         "SLURM_NTASKS": "4", "SLURM_JOB_NODELIST": "gpu[01-02]",
         "SLURM_TASKS_PER_NODE": "2(x2)", "TFPS_NUM_PS": "1", "TFPS_PORT_BASE": "9000"}))
     assert config["task"] == {"type": "evaluator", "index": 0}
@@ -129,7 +130,7 @@ def test_without_tfps_port_base_each_job_gets_its_own_ports():
 
 @pytest.mark.parametrize("per_node", [1, 3, 64])
 def test_the_emitted_script_computes_the_ports_tfps_would(per_node):
-    text = sbatch.sbatch_script(script="t.py", num_ps=1, num_workers=per_node * 3 - 2, nodes=3)
+    text = SlurmSpec(script="t.py", num_ps=1, num_workers=per_node * 3 - 2, nodes=3).render()
     m = re.search(r"TFPS_PORT_BASE=\$\(\( (\d+) \+ SLURM_JOB_ID % (\d+) \* (\d+) \)\)", text)
     low, slots, stride = map(int, m.groups())
     assert stride == per_node

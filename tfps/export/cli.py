@@ -28,46 +28,14 @@ import re
 import sys
 
 from tfps import _cli
+from tfps.checkpoints import latest_checkpoint
 from tfps.errors import TfpsError
 from tfps.export import paths
 
-__all__ = ["latest_checkpoint", "main"]
+__all__ = ["main"]
 
 _PROG = "tfps.export"
-_RECORD = re.compile(r'^model_checkpoint_path:\s*"(.*)"\s*$', re.M)
-# Bigger than any `checkpoint` state file TF writes (a few lines per kept checkpoint).
-_MAX_RECORD = 1 << 20
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-
-
-def latest_checkpoint(model_dir: str) -> str:
-    """The prefix of the latest checkpoint under `model_dir` (``checkpoints/`` or itself),
-    read from TF's ``checkpoint`` state file without TensorFlow.
-
-    Raises:
-      _cli.UsageError: no directory, no state file, or the checkpoint it names is missing.
-    """
-    quoted = _cli.quote(model_dir)
-    if not os.path.isdir(model_dir):
-        what = "does not exist" if not os.path.lexists(model_dir) else "is not a directory"
-        raise _cli.UsageError(f"--model_dir {quoted} {what}")
-    for directory in (os.path.join(model_dir, "checkpoints"), model_dir):
-        state = os.path.join(directory, "checkpoint")
-        if not os.path.isfile(state):
-            continue
-        with open(state, "rb") as f:
-            text = f.read(_MAX_RECORD).decode("utf-8", "replace")
-        found = _RECORD.search(text)
-        if not found:
-            raise _cli.UsageError(f"--model_dir {quoted}: {state} names no checkpoint")
-        prefix = found.group(1).encode().decode("unicode_escape")
-        prefix = prefix if os.path.isabs(prefix) else os.path.join(directory, prefix)
-        if not os.path.isfile(prefix + ".index"):
-            raise _cli.UsageError(f"--model_dir {quoted}: the latest checkpoint, {prefix}, "
-                                  f"is missing (no {os.path.basename(prefix)}.index)")
-        return prefix
-    raise _cli.UsageError(f"--model_dir {quoted} holds no checkpoint (no checkpoints/"
-                          f"checkpoint or checkpoint file): train with a model_dir first")
 
 
 def _parse_model(spec: str) -> tuple[str, str]:
@@ -121,22 +89,14 @@ def _parse_module_flags(spec: str, flag_args: list[str]) -> None:
 
 def _read_checkpoint(model, prefix: str, spec: str) -> None:
     from tfps import _tf  # pylint: disable=g-import-not-at-top
-    from tfps.train.checkpoints import trackable  # pylint: disable=g-import-not-at-top
+    from tfps.checkpoints.manager import restore_model  # pylint: disable=g-import-not-at-top
 
     tf = _tf.require()
     # A checkpoint that does not fit makes TF warn, at exit, about every value it did not
     # restore: dozens of lines after the one that says why.
     tf.get_logger().setLevel("ERROR")
-    names = [name for name, _ in tf.train.list_variables(prefix)]
     try:
-        if any(n.startswith("model/") for n in names):  # a Trainer's (or a backup's)
-            status = tf.train.Checkpoint(model=trackable(model)).read(prefix)
-        elif hasattr(model, "load_weights"):  # tfps.keras.fit's epoch checkpoints
-            status = model.load_weights(prefix)
-        else:
-            raise ValueError("it holds no `model` (not a tfps.Trainer checkpoint)")
-        status.expect_partial()
-        status.assert_existing_objects_matched()
+        restore_model(model, prefix)
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         detail = " ".join(str(e).split())[:300]
         raise _cli.UsageError(f"checkpoint {prefix} does not fit the model --model "
@@ -159,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                              "to serve; default the Keras model's call on its inputs")
     try:
         args = parser.parse_args(argv)
-        prefix = latest_checkpoint(args.model_dir)
+        prefix = latest_checkpoint(args.model_dir, name="--model_dir")
         where, name = _parse_model(args.model)
         if args.serving_fn is not None and not args.serving_fn.isidentifier():
             raise _cli.UsageError(f"--serving_fn {_cli.quote(args.serving_fn)}: not a "

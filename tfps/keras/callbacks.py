@@ -11,14 +11,13 @@ from typing import Any, Callable
 import tf_keras
 
 from tfps import validate
+# Under model_dir (re-exported as tfps.keras's): BackupAndRestore's state and the weight
+# checkpoints `ckpt-<epoch>` that the side-car evaluator watches.
+from tfps.checkpoints.layout import (BACKUP_SUBDIR, CHECKPOINT_SUBDIR, backup_dir,
+                                     checkpoint_dir)
 
 __all__ = ["BACKUP_SUBDIR", "CHECKPOINT_SUBDIR", "EpochCheckpoint", "ProgressLogger",
            "default_callbacks"]
-
-# Under model_dir: BackupAndRestore's state (deleted when fit ends) and the weight checkpoints
-# `ckpt-<epoch>` that the side-car evaluator watches.
-BACKUP_SUBDIR = "backup"
-CHECKPOINT_SUBDIR = "checkpoints"
 
 
 class ProgressLogger(tf_keras.callbacks.Callback):
@@ -105,9 +104,8 @@ def default_callbacks(model_dir: str | None, *, checkpoint_epochs: int = 1,
         # Kept after fit (delete_checkpoint=False): the next fit with this model_dir resumes
         # after its last epoch, as the Trainer resumes from its last checkpoint.
         result.append(tf_keras.callbacks.BackupAndRestore(
-            os.path.join(model_dir, BACKUP_SUBDIR), save_freq="epoch", delete_checkpoint=False))
-        result.append(EpochCheckpoint(os.path.join(model_dir, CHECKPOINT_SUBDIR),
-                                      every=checkpoint_epochs))
+            backup_dir(model_dir), save_freq="epoch", delete_checkpoint=False))
+        result.append(EpochCheckpoint(checkpoint_dir(model_dir), every=checkpoint_epochs))
     if progress:
         result.append(ProgressLogger())
     return result

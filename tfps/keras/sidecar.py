@@ -8,8 +8,9 @@ from typing import Any, Callable
 import tf_keras
 
 from tfps import _env, validate
+from tfps.checkpoints.layout import checkpoint_dir
 from tfps.cluster import tf_config_task, task_from_env
-from tfps.keras.callbacks import CHECKPOINT_SUBDIR, _is_scalar
+from tfps.keras.callbacks import _is_scalar
 
 __all__ = ["is_evaluator", "run_sidecar_evaluator"]
 
@@ -72,6 +73,6 @@ def run_sidecar_evaluator(model_fn: Callable[[], Any], data_fn: Callable[[], Any
     printer = _EvaluationLogger(print_fn or (lambda line: print(line, flush=True)))
     model = model_fn()
     tf_keras.utils.SidecarEvaluator(
-        model=model, data=data_fn(), checkpoint_dir=os.path.join(model_dir, CHECKPOINT_SUBDIR),
+        model=model, data=data_fn(), checkpoint_dir=checkpoint_dir(model_dir),
         steps=steps, max_evaluations=max_evaluations, callbacks=[printer]).start()
     return printer.results[-1] if printer.results else {}

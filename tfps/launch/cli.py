@@ -18,11 +18,12 @@ import sys
 from typing import Sequence
 
 from tfps import _cli, _env
+from tfps.cluster import DEFAULT_NUM_PS, DEFAULT_NUM_WORKERS, split_address
 from tfps.errors import ConfigError, TfpsError
 from tfps.launch import config as _config
-from tfps.launch.config import (DEFAULT_NUM_PS, DEFAULT_NUM_WORKERS, DoctorConfig, EmitConfig,
-                                LaunchConfig, UsageError, config_from_args)
-from tfps.launch.plan import TaskPlan, plan_tasks
+from tfps.launch.config import (DoctorConfig, EmitConfig, LaunchConfig, UsageError,
+                                config_from_args)
+from tfps.launch.run.plan import TaskPlan, plan_tasks
 
 __all__ = ["LaunchConfig", "UsageError", "config_from_args", "main", "parse", "parser",
            "plan", "run"]
@@ -80,8 +81,9 @@ def parser() -> argparse.ArgumentParser:
                         f"{_config.DEFAULT_GRACE_PERIOD:g})")
     g.add_argument("--inject-fault", action="append", metavar="TASK@TIME",
                    help="SIGKILL TASK at TIME after start, e.g. worker:0@30s (repeatable)")
-    from tfps.launch import doctor, emit  # noqa: PLC0415 - their flags, not their work
-    emit.add_arguments(p)
+    from tfps.emit import cli as emit_cli  # noqa: PLC0415 - their flags, not their work
+    from tfps.launch import doctor  # noqa: PLC0415
+    emit_cli.add_arguments(p)
     doctor.add_arguments(p)
     p.add_argument("script", nargs="?", metavar="SCRIPT",
                    help="the chief's program (.py runs under this Python)")
@@ -104,12 +106,12 @@ def plan(config: LaunchConfig) -> list[TaskPlan]:
 
 def _check_ports(plans: Sequence[TaskPlan]) -> None:
     """Every port a task here will listen on must be free (TF binds it on all interfaces)."""
-    from tfps.ports import port_in_use
+    from tfps.cluster import port_in_use
 
     for p in plans:
         if p.task.type == "evaluator":  # runs no server
             continue
-        port = int(p.address.rpartition(":")[2])
+        port = split_address(p.address)[1]
         if port_in_use(port):
             raise ConfigError(f"{p.label}: port {port} ({p.address}) is already in use on "
                               f"this host")
@@ -117,9 +119,9 @@ def _check_ports(plans: Sequence[TaskPlan]) -> None:
 
 def run(config: LaunchConfig, early_signals: list | None = None) -> int:
     """Starts the planned tasks and supervises them; returns the launcher's exit code."""
-    from tfps.launch import namespaces
-    from tfps.launch.logs import Output, check_log_dir, default_log_dir
-    from tfps.launch.supervisor import Supervisor
+    from tfps.launch.run import namespaces
+    from tfps.launch.run.logs import Output, check_log_dir, default_log_dir
+    from tfps.launch.run.supervisor import Supervisor
 
     plans = plan(config)
     reason = None
@@ -170,8 +172,7 @@ def main(argv: Sequence[str] | None = None, early_signals: list | None = None) -
                   file=sys.stderr, flush=True)
             return 128 + early_signals[0]
         if isinstance(config, EmitConfig):
-            from tfps.launch import emit
-            print(emit.render(config), end="")
+            print(config.render(), end="")
             return 0
         if isinstance(config, DoctorConfig):
             from tfps.launch import doctor

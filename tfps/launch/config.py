@@ -2,7 +2,8 @@
 
 * `LaunchConfig`: start a cluster (all-local, every task of a spec, one task of a spec, or the
   one task the environment describes) and supervise it;
-* `EmitConfig`: print a manifest for an external engine (``--emit tfjob|slurm``);
+* `EmitConfig`: print a manifest for an external engine (``--emit tfjob|slurm``): the
+  engine's typed spec (`tfps.emit`);
 * `DoctorConfig`: run the preflight checks (``--doctor``).
 
 Every mode accepts only the flags that mean something to it: a flag given to a mode that would
@@ -18,32 +19,30 @@ import socket
 from typing import Sequence
 
 from tfps import _cli
-from tfps.cluster import MAX_LOCAL_TASKS, Cluster, TaskId, is_loopback_host, task_from_env
+from tfps._cli import UsageError  # re-exported: the launcher's error type
+from tfps.cluster import (DEFAULT_NUM_PS, DEFAULT_NUM_WORKERS, MAX_LOCAL_TASKS, Cluster, TaskId,
+                          is_loopback_host, split_address, task_from_env)
+from tfps.emit import cli as emit_cli
+from tfps.emit.job import JobSpec
 from tfps.errors import ClusterSpecError, ConfigError
-from tfps.launch import scripts
-from tfps.launch.plan import SCRIPT_ROLES, Fault, label, parse_fault
+from tfps.launch.run import scripts
+from tfps.launch.run.plan import SCRIPT_ROLES, Fault, label, parse_fault
 
-__all__ = ["DEFAULT_NUM_PS", "DEFAULT_NUM_WORKERS", "DoctorConfig", "EmitConfig",
-           "LaunchConfig", "UsageError", "config_from_args"]
+__all__ = ["DoctorConfig", "EmitConfig", "LaunchConfig", "UsageError", "config_from_args"]
 
-DEFAULT_NUM_PS = 2
-DEFAULT_NUM_WORKERS = 2
+# Restart events a launch allows (--max-restarts): a few lost workers or ps, not a crash loop.
 DEFAULT_MAX_RESTARTS = 3
+# Seconds between SIGTERM and SIGKILL when a task is ended (--grace-period): time for a
+# chief to finish a checkpoint it is writing.
 DEFAULT_GRACE_PERIOD = 5.0
-DEFAULT_BACKOFF_LIMIT = 10
-DEFAULT_RESTART_POLICY = "ExitCode"
 
-from tfps._cli import UsageError  # noqa: E402  (re-exported: the launcher's error type)
+# The config of ``--emit``: the engine's typed spec (`tfps.emit.tfjob.TFJobSpec`, ...).
+EmitConfig = JobSpec
 
 # Flags (argparse dests) each mode accepts. Anything else given is refused.
 _CLUSTER = {"num_ps", "num_workers", "evaluator", "spec"}
 _LAUNCH = _CLUSTER | {"task", "from_env", "gpus_per_worker", "network", "log_dir", "verbose",
                       "dry_run", "max_restarts", "grace_period", "inject_fault"}
-_EMIT_COMMON = _CLUSTER | {"emit", "gpus_per_worker", "name", "model_bytes", "max_restarts"}
-_EMIT = {"tfjob": _EMIT_COMMON | {"image", "namespace", "backoff_limit", "restart_policy",
-                                  "istio_sidecar", "cpu", "memory"},
-         "slurm": _EMIT_COMMON | {"nodes", "port_base", "slurm_time", "partition",
-                                  "cpus_per_task", "mem"}}
 _DOCTOR = {"num_ps", "num_workers", "spec", "doctor", "model_bytes", "ps_memory"}
 # How each dest is spelled on the command line, for messages.
 _FLAG = {"slurm_time": "--time"}
@@ -70,35 +69,6 @@ class LaunchConfig:
     max_restarts: int = DEFAULT_MAX_RESTARTS
     grace_period: float = DEFAULT_GRACE_PERIOD
     faults: tuple[Fault, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class EmitConfig:
-    """A validated ``--emit``: the engine, the job's shape and the engine's settings."""
-
-    engine: str  # "tfjob" or "slurm"
-    script: str
-    script_args: tuple[str, ...]
-    num_ps: int
-    num_workers: int
-    evaluator: bool = False
-    gpus_per_worker: int = 0
-    name: str | None = None
-    image: str | None = None
-    namespace: str | None = None
-    backoff_limit: int = DEFAULT_BACKOFF_LIMIT
-    restart_policy: str = DEFAULT_RESTART_POLICY
-    istio_sidecar: bool = False
-    cpu: tuple[tuple[str, str], ...] = ()  # (role, CPUs) from --cpu, in order
-    memory: tuple[tuple[str, str], ...] = ()  # (role, size) from --memory
-    model_bytes: int | None = None
-    max_restarts: int | None = None  # passed to every task's launcher when given
-    nodes: int | None = None
-    port_base: int | None = None
-    time: str | None = None
-    partition: str | None = None
-    cpus_per_task: int | None = None
-    mem: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +113,7 @@ def config_from_args(args: argparse.Namespace):
     _exclusive(args, "spec", ("num_ps", "num_workers", "evaluator"),
                " (the spec lists the tasks)")
     if args.emit is not None:
-        _refuse_others(args, _EMIT[args.emit], f"--emit {args.emit}")
+        _refuse_others(args, _CLUSTER | emit_cli.flags(args.emit), f"--emit {args.emit}")
         return _emit_config(args)
     if args.doctor is not None:
         _refuse_others(args, _DOCTOR, "--doctor")
@@ -180,26 +150,8 @@ def _emit_config(args) -> EmitConfig:
             bool(cluster.evaluator)
     else:
         num_ps, num_workers, evaluator = _counts(args)
-    if args.emit == "tfjob" and args.image is None:
-        raise UsageError("--emit tfjob needs --image IMAGE (a container image with tfps, "
-                         "TensorFlow, tf-keras and the script)")
-    model_bytes = None
-    if args.model_bytes is not None:
-        from tfps.launch.doctor import parse_bytes  # noqa: PLC0415 - doctor imports this module
-        model_bytes = parse_bytes(args.model_bytes)
-    return EmitConfig(
-        engine=args.emit, script=script, script_args=tuple(args.script_args),
-        num_ps=num_ps, num_workers=num_workers, evaluator=evaluator,
-        gpus_per_worker=args.gpus_per_worker or 0, name=args.name, image=args.image,
-        namespace=args.namespace,
-        backoff_limit=DEFAULT_BACKOFF_LIMIT if args.backoff_limit is None else
-        args.backoff_limit,
-        restart_policy=args.restart_policy or DEFAULT_RESTART_POLICY,
-        istio_sidecar=bool(args.istio_sidecar), cpu=tuple(args.cpu or ()),
-        memory=tuple(args.memory or ()), model_bytes=model_bytes,
-        max_restarts=args.max_restarts, nodes=args.nodes, port_base=args.port_base,
-        time=args.slurm_time, partition=args.partition, cpus_per_task=args.cpus_per_task,
-        mem=args.mem)
+    return emit_cli.spec_from_args(args, script=script, num_ps=num_ps,
+                                   num_workers=num_workers, evaluator=evaluator)
 
 
 def _doctor_config(args) -> DoctorConfig:
@@ -224,7 +176,7 @@ def _check_hosts_are_here(cluster: Cluster) -> None:
     verdicts: dict[str, str | None] = {}
     ports: dict[str, str] = {}
     for task, address in cluster.tasks():
-        host, _, port = address.rpartition(":")
+        host, port = split_address(address)
         field = f"{task.type}[{task.index}]"
         if host not in verdicts:
             verdicts[host] = _not_this_host(host)
@@ -245,9 +197,8 @@ def _not_this_host(host: str) -> str | None:
     """None if `host` names this machine (loopback, or an address a socket can bind)."""
     if is_loopback_host(host):
         return None
-    name = host.strip("[]")
     try:
-        ips = {info[4][0] for info in socket.getaddrinfo(name, None, 0, socket.SOCK_STREAM)}
+        ips = {info[4][0] for info in socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)}
     except (OSError, UnicodeError, ValueError) as e:
         return f"does not resolve ({e.strerror if isinstance(e, OSError) else e})"
     for ip in sorted(ips):
@@ -296,7 +247,7 @@ def _launch_config(args) -> LaunchConfig:
     private = (args.network or "private") == "private" and not one_per_host
     if private:
         for task, address in cluster.tasks():
-            host = address.rpartition(":")[0]
+            host = split_address(address)[0]
             if not is_loopback_host(host):
                 raise ClusterSpecError(
                     f"{task.type}[{task.index}]: host {_cli.quote(host)} is not a loopback "

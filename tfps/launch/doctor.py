@@ -25,20 +25,17 @@ import dataclasses
 import importlib.metadata
 import math
 import os
-import re
 import socket
 from typing import Iterable, Sequence
 
 from tfps import policy
-from tfps.cluster import Cluster
+from tfps._units import human_bytes, parse_bytes
+from tfps.cluster import Cluster, port_in_use, split_address
 from tfps.launch.config import DoctorConfig
-from tfps.ports import port_in_use
-from tfps.errors import ConfigError
-from tfps.strategy import DEFAULT_MIN_SHARD_BYTES
+from tfps.policy import DEFAULT_MIN_SHARD_BYTES
 
-__all__ = ["Check", "checks", "check_addresses", "check_ports", "check_ps_capacity",
-           "check_versions", "format_report", "parse_bytes", "recommendations", "run",
-           "add_arguments"]
+__all__ = ["Check", "add_arguments", "check_addresses", "check_ports", "check_ps_capacity",
+           "check_versions", "checks", "format_report", "recommendations", "run"]
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 # getaddrinfo cannot be cancelled; past this a host counts as not resolving.
@@ -46,13 +43,6 @@ _RESOLVE_TIMEOUT_S = 10.0
 # A ps needs room beyond its variables: checkpoint saves serialize a copy of each shard and
 # gRPC buffers the values in flight. Half its memory for variables leaves that room.
 _PS_MEMORY_FRACTION = 0.5
-# More than any model: a bound that keeps the arithmetic finite.
-_MAX_BYTES = 1 << 50
-
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
-          "gb": 10**9, "t": 10**12, "tb": 10**12, "ki": 1 << 10, "kib": 1 << 10,
-          "mi": 1 << 20, "mib": 1 << 20, "gi": 1 << 30, "gib": 1 << 30, "ti": 1 << 40,
-          "tib": 1 << 40}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,36 +58,8 @@ class Check:
         return self.status == FAIL
 
 
-def parse_bytes(text: str | int, flag: str = "--model-bytes") -> int:
-    """``"2GiB"`` -> 2147483648; ``"500MB"``, ``"1e9"``, ``123`` work too.
-
-    >>> parse_bytes("1.5KiB")
-    1536
-    """
-    if isinstance(text, int) and not isinstance(text, bool):
-        value: float = text
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
-        unit = m.group(2).lower() if m else None
-        if not m or unit not in _UNITS:
-            raise ConfigError(f"{flag}: cannot parse {str(text)[:40]!r} (expected bytes such as "
-                              f"123456789, 500MB or 2GiB)")
-        value = float(m.group(1)) * _UNITS[unit]
-    if not 1 <= value <= _MAX_BYTES:
-        raise ConfigError(f"{flag}: must be between 1 byte and 1 PiB, got {str(text)[:40]!r}")
-    return int(value)
-
-
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' if count != 1 and noun == 'worker' else ''}"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def host_memory_bytes() -> int | None:
@@ -127,11 +89,6 @@ def check_versions() -> Check:
     return Check("versions", OK, found)
 
 
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 def _resolve_all(hosts: Iterable[str], timeout: float) -> dict[str, list[str] | str]:
     """host -> its IP addresses, or the reason it does not resolve."""
     hosts = sorted(set(hosts))
@@ -155,10 +112,10 @@ def check_addresses(cluster: Cluster, timeout: float = _RESOLVE_TIMEOUT_S,
                     resolved: dict | None = None) -> list[Check]:
     """Every host of the spec must resolve: a task whose host does not is never reached."""
     resolved = resolved if resolved is not None else _resolve_all(
-        (_split(a)[0] for _, a in cluster.tasks()), timeout)
-    bad = [f"{task} {address} ({resolved[_split(address)[0]]})"
+        (split_address(a)[0] for _, a in cluster.tasks()), timeout)
+    bad = [f"{task} {address} ({resolved[split_address(address)[0]]})"
            for task, address in cluster.tasks()
-           if isinstance(resolved[_split(address)[0]], str)]
+           if isinstance(resolved[split_address(address)[0]], str)]
     hosts = len(resolved)
     if bad:
         return [Check("addresses", FAIL, f"{len(bad)} of {len(list(cluster.tasks()))} task "
@@ -186,10 +143,10 @@ def check_ports(cluster: Cluster, timeout: float = _RESOLVE_TIMEOUT_S,
     one host with the same port collide even under different host names.
     """
     resolved = resolved if resolved is not None else _resolve_all(
-        (_split(a)[0] for _, a in cluster.tasks()), timeout)
+        (split_address(a)[0] for _, a in cluster.tasks()), timeout)
     local = []
     for task, address in cluster.tasks():
-        host, port = _split(address)
+        host, port = split_address(address)
         ips = resolved.get(host)
         if isinstance(ips, list) and any(_is_local(ip) for ip in ips):
             local.append((task, address, port))
@@ -282,7 +239,7 @@ def checks(cluster: Cluster | None = None, *, num_ps: int | None = None,
     """Every preflight check, in order. Without a cluster, only versions and ps capacity."""
     out = [check_versions()]
     if cluster is not None:
-        resolved = _resolve_all((_split(a)[0] for _, a in cluster.tasks()), timeout)
+        resolved = _resolve_all((split_address(a)[0] for _, a in cluster.tasks()), timeout)
         out += check_addresses(cluster, resolved=resolved)
         out += check_ports(cluster, resolved=resolved)
         num_ps = cluster.num_ps

@@ -42,7 +42,7 @@ from tfps.errors import ConfigError
 from tfps.evaluation import ExactEvaluator
 from tfps.progress import ProgressReporter
 from tfps.strategy import make_coordinator, shards, variable_table
-from tfps.train.checkpoints import Checkpoints
+from tfps.checkpoints.manager import Checkpoints
 from tfps.train.closures import Closures
 from tfps.train.dynamic import DynamicTables
 from tfps.train.loop import TrainLoop

@@ -9,7 +9,7 @@ A parameter-server cluster has four roles:
 
 A `Cluster` is built from a spec file (`Cluster.from_file`), from counts on loopback
 (`Cluster.local`), or from the environment an external engine sets up (`Cluster.from_env`:
-`TF_CONFIG` as Kubeflow writes it, or a Slurm job step, `tfps.slurm`). Everything here is
+`TF_CONFIG` as Kubeflow writes it, or a Slurm job step, `tfps.cluster.slurm`). Everything here is
 pure Python: the launcher and the task servers read clusters without importing TensorFlow.
 
 The evaluator runs no TF server, and a coordinator whose cluster lists one hangs waiting for it
@@ -28,16 +28,18 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import re
 from typing import Any, Iterator, Mapping
 
-from tfps import slurm, specio, validate
+from tfps import validate
+from tfps.cluster import slurm, specio
+from tfps.cluster.address import check_address, check_host, is_loopback_host
+from tfps.cluster.ports import free_ports
 from tfps.errors import ClusterSpecError, ConfigError
-from tfps.ports import free_ports
 
-__all__ = ["Cluster", "TaskId", "ROLES", "free_ports", "is_loopback_host", "task_from_env"]
+__all__ = ["DEFAULT_NUM_PS", "DEFAULT_NUM_WORKERS", "MAX_LOCAL_TASKS", "ROLES",
+           "TRAINING_ROLES", "Cluster", "TaskId", "task_from_env", "tf_config_task"]
 
 ROLES = ("chief", "ps", "worker", "evaluator")
 # The roles that run a TF server and make up the cluster the coordinator connects to.
@@ -46,22 +48,12 @@ TRAINING_ROLES = ("chief", "ps", "worker")
 _ROLE_COUNTS = {"chief": (0, 1), "ps": (1, None), "worker": (1, None), "evaluator": (0, 1)}
 # Most ps or workers `Cluster.local` puts on one machine: each is a process with a TF runtime.
 MAX_LOCAL_TASKS = 64
-# RFC 1123 host names (underscores too: some schedulers use them); at most 253 characters.
-_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-_PORT = re.compile(r"[0-9]{1,5}")
+# The counts of a cluster given by counts alone (`Cluster.local`, `tfps-launch` without
+# --spec, the manifests of --emit): the smallest cluster that shards variables and shows a
+# worker's failure being absorbed by another.
+DEFAULT_NUM_PS = 2
+DEFAULT_NUM_WORKERS = 2
 _INDEX = re.compile(r"[0-9]{1,6}")
-_LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback")
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback IP addresses (``127.0.0.1``, ``[::1]``)."""
-    host = host.strip("[]")
-    if host.lower() in _LOOPBACK_NAMES:  # host names are case-insensitive (RFC 4343)
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -94,45 +86,6 @@ class TaskId:
             raise ConfigError(f"task {shown}: index {validate.describe(index, 20)} is not a "
                               f"non-negative integer")
         return cls(role, int(index))
-
-
-def _check_host(host: str) -> bool:
-    if host.startswith("["):
-        try:
-            return host.endswith("]") and ipaddress.ip_address(host[1:-1]).version == 6
-        except ValueError:
-            return False
-    if len(host) > 253:
-        return False
-    return all(_HOST_LABEL.fullmatch(label) for label in host.split("."))
-
-
-def _check_address(address: Any, field: str, source: str | None) -> tuple[str, int]:
-    """``(host, port)`` of a valid ``host:port``; IPv6 hosts in brackets (``[::1]:2222``)."""
-    if not isinstance(address, str):
-        raise ClusterSpecError(f"{field}: expected a 'host:port' string, got "
-                               f"{type(address).__name__} {validate.describe(address)}", source)
-    shown = validate.describe(address, 60)
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        raise ClusterSpecError(f"{field}: address {shown} has no port (expected 'host:port')",
-                               source)
-    if not host.strip("[]").strip():
-        raise ClusterSpecError(f"{field}: empty host in address {shown}", source)
-    if not _PORT.fullmatch(port):
-        raise ClusterSpecError(f"{field}: port {validate.describe(port, 20)} is not an "
-                               f"integer", source)
-    if port.startswith("0") and port != "0":
-        # gRPC gets the address as written: '08080' and '8080' would be one port under two
-        # spellings, and TF compares task addresses as strings.
-        raise ClusterSpecError(f"{field}: port {port!r} has a leading zero (write "
-                               f"{int(port)})", source)
-    if not 1 <= int(port) <= 65535:
-        raise ClusterSpecError(f"{field}: port {int(port)} is out of range 1-65535", source)
-    if not _check_host(host):
-        raise ClusterSpecError(f"{field}: host {validate.describe(host, 60)} is not a host name "
-                               f"or IP address (IPv6 goes in brackets: '[::1]:2222')", source)
-    return host, int(port)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +122,7 @@ class Cluster:
                     f"{role}: at most {high} task allowed, got {len(addresses)}", self.source)
             for i, address in enumerate(addresses):
                 field = f"{role}[{i}]"
-                host, port = _check_address(address, field, self.source)
+                host, port = check_address(address, field, self.source)
                 key = ("loopback" if is_loopback_host(host) else host.lower(), port)
                 if key in seen:
                     same = "" if seen[key][1] == address else f" ({seen[key][1]!r}: same host)"
@@ -202,7 +155,7 @@ class Cluster:
     def from_file(cls, path: str | os.PathLike) -> "Cluster":
         """Loads a YAML or JSON spec file (format: ``cluster_specs/README.md``).
 
-        The reader is bounded (`tfps.specio`): a regular file of at most 1 MiB, no duplicate
+        The reader is bounded (`tfps.cluster.specio`): a regular file of at most 1 MiB, no duplicate
         keys, no deep nesting, no alias expansion beyond a small budget.
         """
         source = os.fspath(path)
@@ -212,7 +165,8 @@ class Cluster:
         return cls.from_dict(spec, source=source)
 
     @classmethod
-    def local(cls, num_ps: int = 2, num_workers: int = 2, chief: bool = True,
+    def local(cls, num_ps: int = DEFAULT_NUM_PS, num_workers: int = DEFAULT_NUM_WORKERS,
+              chief: bool = True,
               evaluator: bool = False, host: str = "localhost") -> "Cluster":
         """All tasks on this machine, on free ports chosen by the OS.
 
@@ -224,7 +178,7 @@ class Cluster:
         validate.integer("num_workers", num_workers, low=1, high=MAX_LOCAL_TASKS)
         validate.boolean("chief", chief)
         validate.boolean("evaluator", evaluator)
-        if not isinstance(host, str) or not _check_host(host):
+        if not isinstance(host, str) or not check_host(host):
             raise validate.fail("host", host, "a host name or an IP address of this machine "
                                               "(IPv6 in brackets)")
         counts = {"chief": int(chief), "ps": num_ps, "worker": num_workers,

@@ -4,7 +4,7 @@ Every task runs in its own session (``start_new_session=True``), so its process 
 pid and everything it starts is ended with it (``killpg``), never by name. Each task also gets
 ``PR_SET_PDEATHSIG=SIGKILL``: if the launcher itself is killed with SIGKILL (the one signal it
 cannot handle), the kernel kills its tasks; and the launcher runs its tasks in a PID namespace
-of their own where it may (`tfps.launch.namespaces.PidNamespace`), so that the kernel then
+of their own where it may (`tfps.launch.run.namespaces.PidNamespace`), so that the kernel then
 kills their descendants too.
 
 Ending tasks: SIGTERM to each process group, up to ``grace_period`` seconds, then SIGKILL. SIGINT,
@@ -13,8 +13,8 @@ SIGTERM and SIGHUP to the launcher end the whole cluster that way and the launch
 within `_REPEAT_WINDOW_S` counts as one: Slurm sends two at a time limit, back to back, and
 the tasks would otherwise lose their grace period (the time to save).
 
-What a death means and what is restarted is decided by `tfps.launch.failures.decide`. With one
-task per launcher under an engine, the launchers also watch each other (`tfps.launch.peers`):
+What a death means and what is restarted is decided by `tfps.launch.run.failures.decide`. With one
+task per launcher under an engine, the launchers also watch each other (`tfps.launch.run.peers`):
 the chief's launcher restarts the chief after a lost ps and tells the others when the chief is
 done; the others end their task then.
 """
@@ -32,11 +32,11 @@ from typing import Sequence
 
 from tfps.cluster import TaskId
 from tfps.errors import TfpsError
-from tfps.launch.failures import (EXIT_FAILED, Death, Failure, decide, describe_exit,
+from tfps.launch.run.failures import (EXIT_FAILED, Death, Failure, decide, describe_exit,
                                   failure_table)
-from tfps.launch import namespaces, peers
-from tfps.launch.logs import Output
-from tfps.launch.plan import Fault, TaskPlan, label
+from tfps.launch.run import namespaces, peers
+from tfps.launch.run.logs import Output
+from tfps.launch.run.plan import Fault, TaskPlan, label
 
 __all__ = ["Supervisor"]
 
@@ -99,8 +99,8 @@ class Supervisor:
     """Starts `plans`, watches them, restarts per the failure rule, and ends them all.
 
     Args:
-      plans: the tasks this launcher runs (from `tfps.launch.plan.plan_tasks`).
-      output: where launcher lines and task output go (`tfps.launch.logs.Output`).
+      plans: the tasks this launcher runs (from `tfps.launch.run.plan.plan_tasks`).
+      output: where launcher lines and task output go (`tfps.launch.run.logs.Output`).
       max_restarts: restart events allowed in total; 0 ends the cluster at the first failure.
       grace_period: seconds between SIGTERM and SIGKILL when ending a task.
       faults: ``--inject-fault`` entries (SIGKILL a task at a time after start).
@@ -108,7 +108,7 @@ class Supervisor:
         point records them); the cluster is then ended before any task starts.
       watch_peers: whether launchers of the same cluster watch each other (the module
         docstring); None: when this launcher runs some but not all of the cluster's tasks
-        and an engine described them (`tfps.launch.peers.engine_launched`).
+        and an engine described them (`tfps.launch.run.peers.engine_launched`).
     """
 
     def __init__(self, plans: Sequence[TaskPlan], output: Output, *, max_restarts: int = 3,
@@ -192,7 +192,7 @@ class Supervisor:
             self._stop_signal = signum
 
     def _announce(self) -> None:
-        """Tells the other launchers that the chief is done (`tfps.launch.peers`)."""
+        """Tells the other launchers that the chief is done (`tfps.launch.run.peers`)."""
         if self._repeats:
             self._out.log_only(f"SIGTERM repeated {self._repeats}x within "
                                f"{_REPEAT_WINDOW_S:g}s of the first: counted as one")

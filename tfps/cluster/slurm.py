@@ -28,13 +28,17 @@ it imports all of TensorFlow, 8-60 s per task before the task server can start
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
 from typing import Mapping
 
+from tfps.cluster.address import split_address
 from tfps.errors import ClusterSpecError
 
-__all__ = ["DEFAULT_PORT_BASE", "PORT_RANGE", "expand_hostlist", "expand_tasks_per_node",
-           "job_port_base", "read_step", "slurm_jobs"]
+__all__ = ["DEFAULT_PORT_BASE", "PORT_RANGE", "evaluator_tf_config", "expand_hostlist",
+           "expand_tasks_per_node", "job_port_base", "read_step", "slurm_jobs"]
 
 # SlurmClusterResolver's default first port: used only outside a job (no SLURM_JOB_ID).
 DEFAULT_PORT_BASE = 8888
@@ -233,3 +237,31 @@ def read_step(environ: Mapping[str, str]) -> tuple[dict[str, list[str]], tuple[s
             task = (job, rank - start)
         start += count
     return spec, task
+
+
+def evaluator_tf_config(environ: Mapping[str, str] | None = None) -> str:
+    """The evaluator step's ``TF_CONFIG``: the job's training step, as tfps reads it, plus
+    the evaluator (on this host, on a port no training task uses; it runs no server).
+
+    The batch script of ``tfps-launch --emit slurm --evaluator`` runs it where Slurm
+    describes the allocation (``SLURM_JOB_NODELIST``, ``SLURM_TASKS_PER_NODE``,
+    ``SLURM_NTASKS``) that the training step fills.
+
+    Raises:
+      ClusterSpecError: naming the Slurm or tfps variable and the value received.
+    """
+    env = os.environ if environ is None else environ
+    step = {"SLURM_PROCID": "0"}
+    for step_var, job_var in (("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"),
+                              ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST"),
+                              ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")):
+        if job_var in env:
+            step[step_var] = env[job_var]
+    for var in ("TFPS_NUM_PS", "TFPS_PORT_BASE", "SLURM_JOB_ID"):
+        if var in env:
+            step[var] = env[var]
+    spec, _ = read_step(step)
+    # Listed only (the evaluator runs no server): a port after the first node's tasks.
+    chief_port = split_address(spec["chief"][0])[1]
+    spec["evaluator"] = [f"{socket.gethostname()}:{chief_port + sum(map(len, spec.values()))}"]
+    return json.dumps({"cluster": spec, "task": {"type": "evaluator", "index": 0}})

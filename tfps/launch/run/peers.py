@@ -9,7 +9,7 @@ through those, with plain TCP connections:
   own launcher restarts it in place. TF cannot recover a lost ps in place (the coordinator
   only tolerates worker failures), so the chief then fails (``UnavailableError``, exit 1).
   Knowing why, the chief's launcher waits until every ps accepts connections again and
-  restarts the chief, which resumes from its latest checkpoint (`tfps.launch.failures`).
+  restarts the chief, which resumes from its latest checkpoint (`tfps.launch.run.failures`).
 * **chief beacon** (the chief's launcher, `announce`): once the chief has finished for good,
   the launcher listens on the chief's own port, free again, and answers every connection
   with one line, ``tfps-chief done CODE``, until every ps and worker has acknowledged it
@@ -19,7 +19,7 @@ through those, with plain TCP connections:
   the launcher ends its task and exits 0: a step (``srun``) ends when its chief does, and a
   side-car evaluator stops with the job.
 
-No threads: a launcher that made a PID namespace cannot start any (`tfps.launch.logs`), so
+No threads: a launcher that made a PID namespace cannot start any (`tfps.launch.run.logs`), so
 every connection is non-blocking and advanced by ``poll()`` from the supervisor's loop.
 Like TF's own ports, the beacon is unauthenticated: isolation is the network's job.
 
@@ -39,8 +39,8 @@ import socket
 import time
 from typing import Callable, Mapping, Sequence
 
-from tfps.cluster import TaskId
-from tfps.launch.plan import TaskPlan, label
+from tfps.cluster import TaskId, split_address
+from tfps.launch.run.plan import TaskPlan, label
 
 __all__ = ["BEACON_MAX_S", "BEACON_MIN_S", "PS_RETURN_S", "ChiefWatch", "PsWatch",
            "announce", "done_line", "engine_launched", "parse_done", "probe_now", "watches"]
@@ -104,7 +104,7 @@ def watches(plans: Sequence[TaskPlan], enabled: bool):
     if not (enabled and others):
         return None, None, None
     if chief in here:
-        port = int(here[chief].address.rpartition(":")[2])
+        port = split_address(here[chief].address)[1]
         return (PsWatch({t: a for t, a in others.items() if t.type == "ps"}), None,
                 (port, [label(t) for t in others]))
     if chief in others:
@@ -112,13 +112,8 @@ def watches(plans: Sequence[TaskPlan], enabled: bool):
     return None, None, None
 
 
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 def _addresses(address: str):
-    host, port = _split(address)
+    host, port = split_address(address)
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     # IPv4 first: the beacon may have only an IPv4 socket; TF servers listen on both.
     return sorted(infos, key=lambda info: info[0] != socket.AF_INET)
@@ -134,7 +129,7 @@ def probe_now(address: str, timeout: float = _CONNECT_TIMEOUT_S) -> tuple[bool, 
     """Whether `address` accepts a TCP connection now (blocking, at most `timeout`), and
     if not, why."""
     try:
-        host, port = _split(address)
+        host, port = split_address(address)
         with socket.create_connection((host, port), timeout=timeout):
             return True, ""
     except socket.timeout:

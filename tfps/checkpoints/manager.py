@@ -1,4 +1,5 @@
-"""Checkpoints of a model on ps tasks: restore at start, save on the chief's cadence.
+"""Checkpoints of a model on ps tasks: restore at start, save on the chief's cadence, and read
+one back into a model built elsewhere (`restore_model`, what ``python -m tfps.export`` does).
 
 TF writes a checkpoint's shards under ``ckpt-N_temp/`` (each ps writes its own variables),
 renames them into place, then rewrites the ``checkpoint`` record atomically: a save cut short
@@ -15,11 +16,12 @@ import os
 import shutil
 
 from tfps import _tf
+from tfps.checkpoints.layout import MODEL_KEY, is_trainer_checkpoint
 from tfps.strategy import is_keras3, tf_variable
 
 tf = _tf.require()
 
-__all__ = ["Checkpoints", "Keras3Variables", "trackable"]
+__all__ = ["Checkpoints", "Keras3Variables", "restore_model", "trackable"]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,10 @@ class Checkpoints:
     Args:
       strategy: the strategy the objects' variables belong to.
       coordinator: its `ClusterCoordinator` (every closure is joined before a save).
-      directory: where checkpoints go.
+      directory: where checkpoints go (a run's `tfps.checkpoints.checkpoint_dir`).
       max_to_keep: checkpoints kept.
-      **objects: what to save (``model=..., optimizer=..., step=...``).
+      **objects: what to save (``model=..., optimizer=..., step=...``); the model as
+        ``model`` (`tfps.checkpoints.MODEL_KEY`), so that `restore_model` finds it.
     """
 
     def __init__(self, *, strategy, coordinator, directory: str, max_to_keep: int, **objects):
@@ -105,3 +108,26 @@ class Checkpoints:
             log.info("tfps: removed %s, left by a checkpoint save that was cut short",
                      directory)
         return stale
+
+
+def restore_model(model, prefix: str) -> None:
+    """Reads `model`'s variables from checkpoint `prefix`, whoever wrote it.
+
+    A `tfps.Trainer`'s checkpoint (or a Keras backup) holds the model under ``model/``
+    (`tfps.checkpoints.is_trainer_checkpoint`); `tfps.keras.fit`'s epoch checkpoints are
+    Keras weights, read with ``load_weights``. TF puts a sharded variable's slices back
+    together, whatever the number of ps tasks that wrote them.
+
+    Raises:
+      ValueError: the checkpoint holds no model, or its values do not fit `model`'s
+        variables (also `AssertionError` or `tf.errors.OpError`, as TF raises them).
+    """
+    names = [name for name, _ in tf.train.list_variables(prefix)]
+    if is_trainer_checkpoint(names):
+        status = tf.train.Checkpoint(**{MODEL_KEY: trackable(model)}).read(prefix)
+    elif hasattr(model, "load_weights"):
+        status = model.load_weights(prefix)
+    else:
+        raise ValueError(f"it holds no `{MODEL_KEY}` (not a tfps.Trainer checkpoint)")
+    status.expect_partial()
+    status.assert_existing_objects_matched()

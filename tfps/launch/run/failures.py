@@ -15,7 +15,7 @@ The rule, applied to every set of tasks found dead at once (pure, so it is unit-
   from its latest checkpoint.
 * the **evaluator** exiting 0 is normal (it finished); any other death restarts it.
 * one task per launcher (``--from-env``): a ps on another host is watched by the chief's
-  launcher (`tfps.launch.peers`). A chief that exits with a code after a ps of its cluster
+  launcher (`tfps.launch.run.peers`). A chief that exits with a code after a ps of its cluster
   became unreachable failed because of it: it is restarted once every ps listens again, and
   resumes from its checkpoint. The lost ps is the root cause in the table.
 
@@ -31,7 +31,7 @@ import signal
 from typing import Sequence
 
 from tfps.cluster import TaskId
-from tfps.launch.plan import label
+from tfps.launch.run.plan import label
 
 __all__ = ["Death", "Decision", "Failure", "decide", "describe_exit", "failure_table"]
 
@@ -86,7 +86,7 @@ def decide(deaths: Sequence[Death], chief_here: bool = True,
       deaths: the dead tasks; none of them was ended by the launcher itself.
       chief_here: whether this launcher runs the chief (so it can restart it after a ps).
       lost: tasks of other launchers seen unreachable since the chief last started
-        (`tfps.launch.peers.PsWatch`), first loss first.
+        (`tfps.launch.run.peers.PsWatch`), first loss first.
 
     >>> decide([Death(TaskId("chief", 0), 1)]).action
     'finish'

@@ -1,4 +1,4 @@
-"""CPU and memory of each role, for the engines' manifests (``--emit tfjob|slurm``). Pure.
+"""CPU and memory of each role, for the engines' manifests (``--emit``). Pure Python.
 
 An engine that is not told what a task needs gives it what it likes: Kubernetes schedules a
 pod without requests as best-effort (first evicted, anywhere), and Slurm binds each task to
@@ -29,16 +29,17 @@ import dataclasses
 import math
 import re
 
+from tfps.cluster import ROLES
 from tfps.errors import ConfigError
 
-__all__ = ["ROLES", "Resources", "defaults", "k8s_memory", "memory_mib", "parse_cpu",
+__all__ = ["Resources", "defaults", "k8s_memory", "memory_mib", "parse_cpu",
            "parse_role_value", "slurm_mem"]
 
-ROLES = ("chief", "ps", "worker", "evaluator")
 _GIB_MIB = 1024
 # TF runtime, gRPC and Python of any task, before it holds a variable.
 _RUNTIME_MIB = 1024
-# A ps holds its share of the model twice at a save (doctor.py's _PS_MEMORY_FRACTION = 0.5).
+# A ps holds its share of the model twice at a save (tfps/launch/doctor.py's
+# _PS_MEMORY_FRACTION = 0.5).
 _PS_MODEL_FACTOR = 2
 _MIN_PS_MIB = 2 * _GIB_MIB
 _WORKERS_PER_PS_CPU = 2
