@@ -77,6 +77,32 @@ def row_ps_vs_local_per_step(procs, size, log):
     return _ps_vs_local(procs, size, log, [], "per step")
 
 
+def _closure_vs_loop(procs, size, log, extra, mode):
+    """The Trainer's closure, with its variables on the worker that runs it
+    (`workloads.variables_on_worker`), against one process's plain loop run on that worker
+    (``baselines/worker_loop.py``): no parameter traffic on either side; the same model,
+    optimizer, batches and steps per call (K_BEST)."""
+    flags = [*common(size.k_local, size.warmup, size.windows, k=K_BEST), "--on_worker"]
+    a, b, ratio, detail = cluster_pair(
+        procs, size, log, num_ps=1, num_workers=1, tag="closure_vs_loop",
+        argv_a=lambda p: [PY, script("tfps_side", "trainer.py"), *flags, *extra],
+        argv_b=lambda p: [PY, script("baselines", "worker_loop.py"), *flags])
+    detail["mode"] = mode
+    return a, b, ratio, detail
+
+
+def row_closure_vs_loop(procs, size, log):
+    """The best mode (H local steps per push)."""
+    return _closure_vs_loop(procs, size, log,
+                            [f"--local_steps={H_BEST}", f"--warmup_steps={H_BEST}"],
+                            f"local_steps={H_BEST}")
+
+
+def row_closure_vs_loop_per_step(procs, size, log):
+    """The default mode, K_BEST steps per closure."""
+    return _closure_vs_loop(procs, size, log, [], f"per step, {K_BEST} per closure")
+
+
 def row_sparse_table_scaling(procs, size, log):
     def argv(num_ids):
         return [PY, script("tfps_side", "trainer.py"),
@@ -275,6 +301,9 @@ ROWS = [
     Row("default_vs_tutorial", ">= 5", "steps/s", "higher", 5.0, row_default_vs_tutorial),
     Row("ps_vs_local", ">= 0.9", "steps/s", "higher", 0.9, row_ps_vs_local),
     Row("ps_vs_local_per_step", "report", "steps/s", "higher", 0.0, row_ps_vs_local_per_step),
+    Row("closure_vs_loop", ">= 0.9", "steps/s", "higher", 0.9, row_closure_vs_loop),
+    Row("closure_vs_loop_per_step", ">= 0.9", "steps/s", "higher", 0.9,
+        row_closure_vs_loop_per_step),
     Row("sparse_table_scaling", "<= 1.1 (time)", "ms/step", "lower", 1.1,
         row_sparse_table_scaling),
     Row("accumulation_vs_local", ">= 0.5", "steps/s", "higher", 0.5,

@@ -200,6 +200,27 @@ WORKLOADS = {
 }
 
 
+# ------------------------------------------------------------------------------ placement
+WORKER0 = "/job:worker/replica:0/task:0/device:CPU:0"
+
+
+def variables_on_worker(strategy) -> None:
+    """Places every variable `strategy` creates from now on on worker 0 instead of the ps
+    tasks: the closures then run with their variables on their own device, and nothing crosses
+    to a ps. A benchmark's device plan, not a way to train: it measures the work of a closure
+    without the parameter traffic (`closure_vs_loop`). Every variable ParameterServerStrategy
+    places goes through `_create_variable_round_robin` (parameter_server_strategy_v2.py, TF
+    2.21: whole variables and each shard of a sharded one; slots colocate with their
+    variable)."""
+    extended = strategy.extended
+
+    def on_worker(next_creator, **kwargs):
+        with tf.device(WORKER0):
+            return next_creator(**kwargs)
+
+    extended._create_variable_round_robin = on_worker  # pylint: disable=protected-access
+
+
 # ------------------------------------------------------------------------------ fit
 class EpochTimer(tf.keras.callbacks.Callback):
     """Wall time of each epoch, for steady-state `fit` throughput (same on both sides)."""
@@ -254,4 +275,6 @@ def add_common_flags(parser):
     parser.add_argument("--windows", type=int, default=1, help="timed windows (median)")
     parser.add_argument("--steps_per_closure", type=int, default=10)
     parser.add_argument("--graph_out", help="write the traced closure graph here")
+    parser.add_argument("--on_worker", action="store_true",
+                        help="variables on worker 0, not on ps (`variables_on_worker`)")
     return parser

@@ -4,7 +4,7 @@ Neither TensorFlow nor Keras can do this: Keras 3's `fit` has no ParameterServer
 support, and a raw tape over a Keras 3 model whose embedding is sharded fails. Here the model is
 built with `import keras` (Keras 3) under the strategy, so its variables live on the ps tasks
 (the embedding table split in shards); the Trainer takes gradients per shard and applies them
-with the tf_keras legacy optimizer equivalent to the Keras 3 optimizer given (`tfps.optimizers`).
+with the tf_keras legacy optimizer equivalent to the Keras 3 optimizer given (`tfps.train.optimizers`).
 
     tfps-launch --num-ps 2 --num-workers 2 examples/keras3_trainer.py
 

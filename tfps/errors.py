@@ -23,12 +23,26 @@ __all__ = [
     "KerasBindingError",
     "KerasBindingWarning",
     "TensorFlowCompatibilityError",
+    "Preempted",
     "surfaced",
 ]
 
 
 class TfpsError(ValueError):
     """Base class of every error tfps raises for bad input."""
+
+
+class Preempted(SystemExit):
+    """Training stopped on request (SIGUSR1) after writing a checkpoint; uncaught, the process
+    exits with `tfps.exit_codes.PREEMPTED` (138), which schedulers read as "requeue me".
+
+    Attributes:
+      step: the step of the checkpoint written.
+    """
+
+    def __init__(self, step: int, code: int):
+        super().__init__(code)
+        self.step = step
 
 
 class ClusterSpecError(TfpsError):

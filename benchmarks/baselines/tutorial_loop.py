@@ -27,6 +27,8 @@ def main():
     strategy = tf.distribute.experimental.ParameterServerStrategy(
         cluster_resolver, variable_partitioner=variable_partitioner)
     coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+    if args.on_worker:
+        workloads.variables_on_worker(strategy)
 
     with strategy.scope():
         model = work["model"](args.num_ids)

@@ -25,21 +25,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def mode(args) -> "tfps.train.modes.Mode":
+    """The Trainer mode the flags choose."""
+    from tfps.train import modes
+
+    if args.local_steps > 1:
+        return modes.LocalSteps(args.local_steps, outer_momentum=args.outer_momentum)
+    if args.accumulate > 1:
+        return modes.Accumulate(args.accumulate)
+    if args.read_every > 1:
+        return modes.StaleReads(args.read_every)
+    return modes.PerStep(args.steps_per_closure or None)
+
+
 def trainer(args) -> "tfps.Trainer":
     """`tfps.Trainer` of the workload on the cluster of TF_CONFIG, with the flags' options."""
     work = workloads.WORKLOADS[args.workload]
-    options = {"steps_per_closure": args.steps_per_closure or None,
-               "accumulate_steps": args.accumulate, "local_steps": args.local_steps,
-               "read_every": args.read_every, "outer_momentum": args.outer_momentum,
-               "staleness_aware": args.staleness_aware, "progress_bar": "off"}
+    options = {"mode": mode(args), "progress_bar": "off"}
+    if args.staleness_aware:
+        options["staleness_aware"] = True
     if args.levers == "off":
         options.update(stack_steps=False, dedup_lookups=False, fuse_dense=False)
     if args.log_every is not None:
         options["log_every"] = args.log_every
     if args.checkpoint_every >= 0:
         options["checkpoint_every"] = args.checkpoint_every or None
+    strategy = tfps.make_strategy()
+    if args.on_worker:
+        workloads.variables_on_worker(strategy)
     return tfps.Trainer(
-        strategy=tfps.make_strategy(), model=lambda: work["model"](args.num_ids),
+        strategy=strategy, model=lambda: work["model"](args.num_ids),
         loss_fn=work["loss"], optimizer=work["optimizer"](),
         dataset_fn=work["dataset_fn"](args.num_ids), batch_size=work["batch"],
         options=tfps.TrainerOptions(**options))

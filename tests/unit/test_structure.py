@@ -28,10 +28,10 @@ MAX_LINES = 400
 # below it, never from a layer above. A new top-level package or module must be placed here
 # (a `data/` package, say, beside train/ and keras/).
 LAYERS = (
-    # Helpers every package may use: the exception hierarchy, argument checks, sizes in bytes,
-    # what the command lines share, the one door to TF internals, the process environment,
-    # sizing rules.
-    ("errors", "validate", "_units", "_cli", "_tf", "_env", "policy"),
+    # Helpers every package may use: the exception hierarchy, exit codes, argument checks,
+    # sizes in bytes, what the command lines share, the one door to TF internals, the process
+    # environment, sizing rules.
+    ("errors", "exit_codes", "validate", "_units", "_cli", "_tf", "_env", "policy"),
     # The cluster model: Cluster/TaskId, addresses, spec files, Slurm steps, ports.
     ("cluster",),
     # Manifests for external engines (--emit): one typed spec per engine.
@@ -46,9 +46,8 @@ LAYERS = (
     ("checkpoints",),
     # From a model on ps tasks to serving.
     ("export",),
-    # What trains: the Trainer and Keras fit. evaluation, optimizers and progress are the
-    # Trainer's helpers moving into train/ (the modes refactor).
-    ("train", "keras", "evaluation", "optimizers", "progress"),
+    # What trains: the Trainer and Keras fit.
+    ("train", "keras"),
 )
 
 # Imports that break the rules today, each named, with the reason it is tolerated. Keep it

@@ -1,10 +1,11 @@
 """K micro-batches against one pull of the dense variables: accumulation and stale reads.
 
-* **Accumulation** (``TrainerOptions(accumulate_steps=K)``): one push of the mean gradient.
-* **Bounded-staleness reads** (``TrainerOptions(read_every=S)``, Stale Synchronous Parallel,
-  Ho et al., NIPS 2013): a push after every micro-batch, but the dense variables are read once
-  every S steps; the staleness each update sees (its own S-1 and other workers' updates) is
-  measured as for every update.
+* **Accumulation** (`tfps.train.modes.Accumulate`, `AccumulationClosure`): one push of the mean
+  gradient.
+* **Bounded-staleness reads** (`tfps.train.modes.StaleReads`, `StaleReadsClosure`; Stale
+  Synchronous Parallel, Ho et al., NIPS 2013): a push after every micro-batch, but the dense
+  variables are read once every S steps; the staleness each update sees (its own S-1 and other
+  workers' updates) is measured as for every update.
 
 Under `cache_variable_reads` a dense variable is read from ps once, at its first use, and the
 local copy serves every later read in the scope (TF's `CachingVariable`; tf_keras's exact
@@ -24,21 +25,32 @@ from tfps.train.steps import StepFunctions, micro_batches
 
 tf = _tf.require()
 
-__all__ = ["AccumulationStep"]
+__all__ = ["AccumulationClosure", "StaleReadsClosure"]
 
 
-class AccumulationStep:
-    """The accumulation (or, with `push_each`, stale-reads) closure `fn` of `StepFunctions`."""
+class AccumulationClosure:
+    """The `Accumulate` mode's closure (`tfps.train.closures.ModeClosure`): K micro-batches,
+    one push of their mean gradient. `fn(iterator, k, stack)`; `k` is a Python int."""
 
-    def __init__(self, steps: StepFunctions, push_each: bool = False):
+    push_each = False
+    needs_probe = False
+
+    def __init__(self, steps: StepFunctions):
         self.steps = steps
-        self.push_each = push_each
         self.fn = tf.function(self._closure)
         self.traced_graph = None  # the FuncGraph of the last trace (`tfps.train.traffic`)
 
+    def prepare(self) -> None:
+        pass
+
     def retrace(self) -> None:
-        """A fresh `tf.function`: the next closure traces anew."""
         self.fn = tf.function(self._closure)
+
+    def args(self, iterator, num_steps: int, stack: int) -> tuple:
+        return iterator, num_steps, stack
+
+    def shape(self, num_steps: int) -> tuple[int, int]:
+        return num_steps, num_steps - 1  # the first micro-batch runs before the loop
 
     def _closure(self, iterator, k: int, stack: int):
         """K micro-batches, one update. `k` is a Python int: a short last closure (fewer steps
@@ -143,3 +155,10 @@ class AccumulationStep:
                 tf.IndexedSlices(g.values / k, g.indices, g.dense_shape)
                 if isinstance(g, tf.IndexedSlices) else g / k for g in grads]
         return self.steps.apply(mean, read_version)
+
+
+class StaleReadsClosure(AccumulationClosure):
+    """The `StaleReads` mode's closure: S micro-batches against one read of the dense
+    variables, each pushed at once."""
+
+    push_each = True

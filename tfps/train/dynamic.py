@@ -34,6 +34,7 @@ from tfps.layers import gradients
 from tfps.layers.dynamic_embedding import tables_of
 from tfps.train import optim_math
 from tfps.train.options import TrainerOptions
+from tfps.train.progress import summary_writer
 
 tf = _tf.require()
 
@@ -41,10 +42,6 @@ __all__ = ["DynamicTables"]
 
 log = logging.getLogger(__name__)
 
-# Modes whose closures read the model once for several steps or batches: rows are read and
-# updated on their ps at every step, so these cannot carry them.
-_REFUSED = (("accumulate_steps", 1), ("read_every", 1), ("local_steps", 1),
-            ("staleness_aware", False))
 # Gradient transformations of tf_keras optimizers the row updates would not apply.
 _CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
 
@@ -56,15 +53,16 @@ class DynamicTables:
       strategy: the ParameterServerStrategy (one shard per ps task).
       model: the Trainer's model.
       optimizer: its tf_keras legacy optimizer: the rows' update rule.
-      options: the Trainer's options (modes the tables cannot run in are refused).
+      options: the Trainer's options (a mode that does not read and update the model at
+        every step is refused, as is staleness scaling).
+      num_workers: workers in the cluster.
       model_dir: where per-shard TensorBoard scalars go (``train/``), or None.
     """
 
     def __init__(self, *, strategy, model, optimizer, options: TrainerOptions,
-                 model_dir: str | None = None):
+                 num_workers: int = 1, model_dir: str | None = None):
         self.tables = tables_of(model)
         self._optimizer, self._model_dir = optimizer, model_dir
-        self._writer = None
         self._warned = False  # about tables the loss does not train
         self._last_evicted: dict[int, int] = {}   # table id -> step of its last eviction
         self._evicted = {id(t): np.zeros(0, np.int64) for t in self.tables}  # since record
@@ -73,13 +71,16 @@ class DynamicTables:
         if not self.tables:
             return
         names = ", ".join(repr(t.name) for t in self.tables)
-        for option, plain in _REFUSED:
-            value = getattr(options, option)
-            if value != plain:
-                raise ConfigError(
-                    f"Argument `{option}` must be {plain} for a model with DynamicEmbedding "
-                    f"layers ({names}): their rows are read and updated on the ps at every "
-                    f"step. Received: {option}={value!r}")
+        if not options.mode.reads_every_step:
+            raise ConfigError(
+                f"Argument `mode` must read and update the model at every step (PerStep) for "
+                f"a model with DynamicEmbedding layers ({names}): their rows are read and "
+                f"updated on the ps at every step. Received: mode={options.mode!r}")
+        if options.staleness_for(num_workers):
+            raise ConfigError(
+                f"Argument `staleness_aware` must be False for a model with DynamicEmbedding "
+                f"layers ({names}): their row updates are not scaled. Received: "
+                f"staleness_aware={options.staleness_aware!r}")
         config = optimizer.get_config()
         for option in _CLIPPING:
             if config.get(option) is not None:
@@ -190,12 +191,11 @@ class DynamicTables:
     def _summaries(self, step: int, scalars: dict) -> None:
         if self._model_dir is None:
             return
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(os.path.join(self._model_dir, "train"))
-        with self._writer.as_default(step=step):
+        writer = summary_writer(os.path.join(self._model_dir, "train"))
+        with writer.as_default(step=step):
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value)
-        self._writer.flush()
+        writer.flush()
 
     def describe(self) -> str:
         """Rows, waiting ids and bytes of every shard of every table, and evictions so far."""

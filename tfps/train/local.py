@@ -39,24 +39,28 @@ from tfps.train.steps import StepFunctions, micro_batches
 
 tf = _tf.require()
 
-__all__ = ["LocalSteps"]
+__all__ = ["LocalStepsClosure"]
 
 OUTER_MOMENTUM_SLOT = "outer_momentum"
 
 
-class LocalSteps:
-    """The local-steps closure (`fn`) of a `StepFunctions`.
+class LocalStepsClosure:
+    """The `LocalSteps` mode's closure (`tfps.train.closures.ModeClosure`).
 
     Args:
       steps: the step functions (model, variables, optimizer, fused buffers).
+      local_steps: h, steps per closure (sizes the row caches).
       outer_learning_rate: η of the outer update.
       outer_momentum: μ of its Nesterov momentum (0: none); kept as an optimizer slot
         (``outer_momentum``), so checkpoints carry it.
     """
 
-    def __init__(self, steps: StepFunctions, outer_learning_rate: float = 1.0,
-                 outer_momentum: float = 0.0):
+    needs_probe = True
+
+    def __init__(self, steps: StepFunctions, local_steps: int,
+                 outer_learning_rate: float = 1.0, outer_momentum: float = 0.0):
         self.steps = steps
+        self.local_steps = local_steps
         self.rule = optim_math.rule_for(steps.optimizer)
         self.outer_lr, self.outer_momentum = outer_learning_rate, outer_momentum
         self.fn = tf.function(self._closure)
@@ -66,9 +70,15 @@ class LocalSteps:
         """A fresh `tf.function`: the next closure traces anew."""
         self.fn = tf.function(self._closure)
 
-    def prepare(self, local_steps: int) -> None:
+    def args(self, iterator, num_steps: int, stack: int) -> tuple:
+        return iterator, num_steps, stack
+
+    def shape(self, num_steps: int) -> tuple[int, int]:
+        return num_steps, num_steps
+
+    def prepare(self) -> None:
         """Creates the outer momentum slots and the row caches (after the probe)."""
-        steps = self.steps
+        steps, local_steps = self.steps, self.local_steps
         with steps.strategy.scope():
             if self.outer_momentum:
                 for target in self._dense_targets() + list(steps.dense):

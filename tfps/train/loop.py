@@ -1,5 +1,12 @@
 """The chief's loop (Orbit's Controller): schedule closures, keep losses current, report,
-checkpoint on a cadence, and count steps exactly.
+run side work at its cadence, checkpoint, and count steps exactly. Pure: no TensorFlow.
+
+The loop drives one object, the `LoopTrainer` (the Trainer's closures and state), and a list
+of `Action`s: side work that needs no closure in flight (`DynamicEmbedding` eviction, writing
+fused buffers back into the model before a save). It never asks which mode trains.
+`LoopObserver`s hear what happened (a closure finished, a record, a checkpoint): metrics and
+health tracking. A `stop` check, asked at every closure boundary, ends training early with a
+checkpoint (preemption: `tfps.train.preemption`).
 
 Exact step count: TF's coordinator runs a closure *at least once*; after a worker dies, the
 closures it was running run again elsewhere, so a counter advanced inside a closure can count
@@ -11,53 +18,128 @@ written from that count before every save.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from tfps import policy
-from tfps.progress import ProgressReporter
 from tfps.train.options import TrainerOptions, TrainResult
+from tfps.train.progress import ProgressReporter
 
-__all__ = ["TrainLoop"]
+__all__ = ["Action", "LoopObserver", "LoopTrainer", "Stopped", "TrainLoop"]
 
 log = logging.getLogger(__name__)
+
+# τs the chief keeps for `TrainResult.staleness` (the most recent ones): a week-long run must
+# not grow the chief by one number per update.
+_KEPT_TAUS = 100_000
+
+
+class LoopTrainer(Protocol):
+    """What the loop drives.
+
+    Attributes:
+      num_workers: workers in the cluster (closures in flight per round).
+      closure_steps: steps per closure the mode fixes, or None (the loop measures packing).
+      measures_staleness: whether closures return the τ of their updates.
+    """
+
+    num_workers: int
+    closure_steps: int | None
+    measures_staleness: bool
+
+    def schedule(self, num_steps: int) -> Any:
+        """Schedules one closure of `num_steps` steps; returns a value whose ``fetch()`` gives
+        ``(mean loss, τs)`` once it finished."""
+
+    def join(self) -> None:
+        """Waits for every scheduled closure."""
+
+    def use_packing(self, steps_per_closure: int) -> None:
+        """Called once the steps per closure are chosen, before the closures that use them."""
+
+    def save(self, step: int) -> None:
+        """Writes the step counter and a checkpoint (or does nothing without a model_dir)."""
+
+    def record_values(self, step: int, rate: float, loss: float) -> dict:
+        """``{name: value}`` for a ``train |`` record besides steps/sec."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """Side work the loop runs with no closure in flight, as ``run(step)``.
+
+    Attributes:
+      name: what it is, for logs.
+      run: the work; `step` is the exact count of finished steps.
+      every: steps between runs: at the first closure boundary at or after each multiple
+        (None: only `before_save`).
+      before_save: also before every checkpoint, the final one included.
+    """
+
+    name: str
+    run: Callable[[int], None]
+    every: int | None = None
+    before_save: bool = False
+
+
+class LoopObserver:
+    """Hears what the loop did; every method is optional (this base does nothing)."""
+
+    def closure_done(self, step: int, steps: int, loss: float) -> None:
+        """A closure of `steps` steps finished; `step` counts every finished step."""
+
+    def recorded(self, step: int, values: dict) -> None:
+        """A ``train |`` record was made with `values`."""
+
+    def saved(self, step: int, seconds: float) -> None:
+        """A checkpoint of `step` was written in `seconds`."""
+
+
+class Stopped(Exception):
+    """Training stopped early at a closure boundary, after a checkpoint of `step`."""
+
+    def __init__(self, step: int, reason: str):
+        super().__init__(f"training stopped at step {step}: {reason}")
+        self.step, self.reason = step, reason
+
+
+def _next_multiple(step: int, every: int | None) -> int | None:
+    return None if not every else (step // every + 1) * every
 
 
 class TrainLoop:
     """Drives training from the chief.
 
     Args:
-      schedule: ``schedule(num_steps) -> RemoteValue`` of ``(mean loss, τs)``: schedules one
-        closure of `num_steps` steps.
-      join: waits for every scheduled closure.
-      num_workers: workers in the cluster (closures in flight per round).
-      options: `TrainerOptions`.
-      save: ``save(step)``: writes the step counter and a checkpoint (or does nothing).
-      record_values: ``record_values(step, loss, taus) -> {name: value}`` for a record.
+      trainer: the `LoopTrainer`.
+      options: `TrainerOptions` (cadences, progress bar).
       model_dir: where TensorBoard summaries go (None: none).
-      on_packing: ``on_packing(steps_per_closure)``, called once the count is chosen.
-      maintain: ``(every, fn)``: every `every` steps (at the first closure boundary at or
-        after each multiple, the last step included) the loop waits for every closure in
-        flight and calls ``fn(step)`` (`DynamicEmbedding` eviction); None for nothing.
+      actions: side work at its cadence and before saves, in order.
+      observers: `LoopObserver`s, told of every finished closure, record and checkpoint.
+      stop: ``stop() -> reason or None``, asked at every closure boundary: a reason ends
+        training there with a checkpoint, and `run` raises `Stopped`.
     """
 
-    def __init__(self, *, schedule: Callable, join: Callable, num_workers: int,
-                 options: TrainerOptions, save: Callable[[int], Any],
-                 record_values: Callable, model_dir: str | None,
-                 on_packing: Callable[[int], None] = lambda n: None,
-                 maintain: tuple[int, Callable[[int], None]] | None = None):
-        self._schedule, self._join, self._save = schedule, join, save
-        self._maintain = maintain
-        self._workers = num_workers
+    def __init__(self, *, trainer: LoopTrainer, options: TrainerOptions,
+                 model_dir: str | None, actions: Sequence[Action] = (),
+                 observers: Sequence[LoopObserver] = (),
+                 stop: Callable[[], str | None] = lambda: None):
+        self._trainer = trainer
         self._options = options
-        self._record_values = record_values
         self._model_dir = model_dir
-        self._on_packing = on_packing
+        self._actions = tuple(actions)
+        self._observers = list(observers)
+        self._stop = stop
         self.measured_packing: int | None = None
+
+    def observe(self, observer: LoopObserver) -> None:
+        """Adds an observer (told of what happens from now on)."""
+        self._observers.append(observer)
 
     # ------------------------------------------------------------------------ packing
     def measure_packing(self, budget_steps: int) -> tuple[int, int]:
@@ -66,13 +148,13 @@ class TrainLoop:
         One closure per worker runs at once, so a round's wall time is one closure's latency.
         The measured steps are real training steps (they count); at most `budget_steps`.
         """
-        workers = self._workers
+        workers = self._trainer.num_workers
         if not policy.calibration_fits(budget_steps, workers):  # too short to measure
             return min(max(1, budget_steps // workers), policy.MAX_STEPS_PER_CLOSURE), 0
 
         def timed(n):
             start = time.perf_counter()
-            remotes = [self._schedule(n) for _ in range(workers)]
+            remotes = [self._trainer.schedule(n) for _ in range(workers)]
             for r in remotes:
                 r.fetch()
             return time.perf_counter() - start, n * len(remotes)
@@ -92,11 +174,9 @@ class TrainLoop:
         return per_closure, used
 
     def _steps_per_closure(self, step: int, train_steps: int) -> tuple[int, int]:
-        opts = self._options
-        if opts.closure_steps:
-            return opts.closure_steps, 0
-        if opts.steps_per_closure:
-            return opts.steps_per_closure, 0
+        fixed = self._trainer.closure_steps
+        if fixed:
+            return fixed, 0
         if self.measured_packing:
             return self.measured_packing, 0
         if step >= train_steps:
@@ -110,21 +190,19 @@ class TrainLoop:
     def run(self, start: int, train_steps: int) -> TrainResult:
         """Trains from step `start` until `train_steps`; checkpoints on the cadence and at
         the end. Returns the `TrainResult` (its `step` counts every finished closure once)."""
-        opts = self._options
+        trainer, opts = self._trainer, self._options
         reporter = ProgressReporter(train_steps, self._model_dir, opts.progress_bar)
         reporter.start(start)
         t0 = time.perf_counter()
         per_closure, used = self._steps_per_closure(start, train_steps)
-        self._on_packing(per_closure)
+        trainer.use_packing(per_closure)
         done = scheduled = start + used  # finished steps; steps scheduled so far
-        pending: collections.deque = collections.deque()  # (steps, RemoteValue)
-        taus: list[np.ndarray] = []
+        pending: collections.deque = collections.deque()  # (steps, remote value)
+        taus = _Taus()
         last_loss = math.nan
-        every_log, every_ckpt = opts.log_every, opts.checkpoint_every
-        next_log = (scheduled // every_log + 1) * every_log if every_log else None
-        next_ckpt = (scheduled // every_ckpt + 1) * every_ckpt if every_ckpt else None
-        every_maint, maintain = self._maintain or (None, None)
-        next_maint = (scheduled // every_maint + 1) * every_maint if every_maint else None
+        next_log = _next_multiple(scheduled, opts.log_every)
+        next_ckpt = _next_multiple(scheduled, opts.checkpoint_every)
+        next_action = [_next_multiple(scheduled, a.every) for a in self._actions]
 
         def drain(keep: int):
             nonlocal last_loss, done
@@ -133,43 +211,92 @@ class TrainLoop:
                 loss, tau = remote.fetch()
                 done += n
                 last_loss = float(loss)
-                if opts.staleness_aware:
-                    taus.append(np.asarray(tau))
+                if trainer.measures_staleness:
+                    taus.add(np.asarray(tau))
+                for observer in self._observers:
+                    observer.closure_done(done, n, last_loss)
 
         while scheduled < train_steps:
             n = min(per_closure, train_steps - scheduled)
             scheduled += n
-            pending.append((n, self._schedule(n)))
-            drain(keep=2 * self._workers)  # bounded look-ahead, losses stay current
-            if next_maint is not None and scheduled >= next_maint:  # before records, saves
-                drain(keep=0)
-                maintain(done)
-                next_maint = (done // every_maint + 1) * every_maint
+            pending.append((n, trainer.schedule(n)))
+            drain(keep=2 * trainer.num_workers)  # bounded look-ahead, losses stay current
+            for i, action in enumerate(self._actions):  # before records and saves
+                if next_action[i] is not None and scheduled >= next_action[i]:
+                    drain(keep=0)
+                    action.run(done)
+                    next_action[i] = _next_multiple(done, action.every)
             if next_log is not None and scheduled >= next_log:
                 drain(keep=0)
                 self._record(reporter, done, last_loss, taus)
-                next_log = (done // every_log + 1) * every_log
+                next_log = _next_multiple(done, opts.log_every)
             if next_ckpt is not None and scheduled >= next_ckpt and scheduled < train_steps:
                 drain(keep=0)
                 self._save(done)
-                next_ckpt = (done // every_ckpt + 1) * every_ckpt
+                next_ckpt = _next_multiple(done, opts.checkpoint_every)
+            reason = self._stop()
+            if reason:
+                drain(keep=0)
+                trainer.join()
+                self._save(done)
+                reporter.close()
+                raise Stopped(done, reason)
         drain(keep=0)
-        self._join()
+        trainer.join()
         elapsed = time.perf_counter() - t0
-        if every_log and done > start and done % every_log:
+        if opts.log_every and done > start and done % opts.log_every:
             self._record(reporter, done, last_loss, taus)
         self._save(done)
         reporter.close()
-        staleness = np.concatenate(taus) if taus else np.zeros([0], np.int64)
         return TrainResult(step=done, start_step=start, loss=last_loss,
                            steps_per_sec=(done - start) / max(elapsed, 1e-9),
-                           steps_per_closure=per_closure, staleness=staleness)
+                           steps_per_closure=per_closure, staleness=taus.kept())
 
-    def _record(self, reporter: ProgressReporter, step: int, loss: float, taus: list) -> None:
+    def _save(self, step: int) -> None:
+        for action in self._actions:
+            if action.before_save:
+                action.run(step)
+        start = time.perf_counter()
+        self._trainer.save(step)
+        for observer in self._observers:
+            observer.saved(step, time.perf_counter() - start)
+
+    def _record(self, reporter: ProgressReporter, step: int, loss: float,
+                taus: "_Taus") -> None:
         values = {"steps/sec": reporter.rate(step)}
         histograms = {}
-        values.update(self._record_values(step, values["steps/sec"], loss))
-        if self._options.staleness_aware and taus:
-            values["staleness"] = float(np.concatenate(taus[-50:]).mean())
-            histograms["staleness"] = np.concatenate(taus)
+        values.update(self._trainer.record_values(step, values["steps/sec"], loss))
+        recent = taus.since_record()
+        if recent.size:
+            values["staleness"] = float(recent.mean())
+            histograms["staleness"] = recent
         reporter.record("train", step, values, histograms)
+        for observer in self._observers:
+            observer.recorded(step, values)
+
+
+class _Taus:
+    """The τs closures returned: those since the last record (its mean and histogram) and
+    the most recent `_KEPT_TAUS` (`TrainResult.staleness`)."""
+
+    def __init__(self):
+        self._recent: list[np.ndarray] = []
+        self._kept: collections.deque = collections.deque()
+        self._kept_size = 0
+
+    def add(self, taus: np.ndarray) -> None:
+        taus = taus.reshape(-1)
+        self._recent.append(taus)
+        self._kept.append(taus)
+        self._kept_size += taus.size
+        while self._kept_size - self._kept[0].size >= _KEPT_TAUS:
+            self._kept_size -= self._kept.popleft().size
+
+    def since_record(self) -> np.ndarray:
+        recent = np.concatenate(self._recent) if self._recent else np.zeros([0], np.int64)
+        self._recent = []
+        return recent
+
+    def kept(self) -> np.ndarray:
+        kept = np.concatenate(self._kept) if self._kept else np.zeros([0], np.int64)
+        return kept[-_KEPT_TAUS:]

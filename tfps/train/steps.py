@@ -1,10 +1,10 @@
-"""What runs on a worker: one replica step, and closures that pack several of them.
+"""What runs on a worker: one replica step, and the per-step closure that packs several.
 
 One replica step (Orbit's ``train_step``): read the staleness counter, run the loss under a
 `tf.GradientTape` (the model's reads pull dense variables from their ps; embedding lookups pull
 only their rows), take gradients per shard (`IndexedSlices` stay sparse all the way to the ps),
-and push one update. A closure (`train_fn`) runs `num_steps` of them in a `tf.range` loop:
-one `ClusterCoordinator.schedule` for many steps.
+and push one update. The per-step closure (`PerStepClosure`, the `PerStep` mode) runs
+`num_steps` of them in a `tf.range` loop: one `ClusterCoordinator.schedule` for many steps.
 
 The closures do not advance the step counter: the chief counts each closure once, when its
 result arrives (`tfps.train.loop`), because TF's coordinator may run a closure twice after a
@@ -22,7 +22,7 @@ from tfps.train.staleness import Staleness
 
 tf = _tf.require()
 
-__all__ = ["StepFunctions", "static_shapes"]
+__all__ = ["PerStepClosure", "StepFunctions", "static_shapes"]
 
 
 def static_shapes(element_spec) -> bool:
@@ -58,12 +58,6 @@ class StepFunctions:
         self.lookup_bounds: dict = {}  # variable ref -> most ids per batch (None: unknown)
         # Variable name -> "IndexedSlices" / the dense gradient's type, filled at trace time.
         self.gradient_types: dict[str, str] = {}
-        self.train_fn = tf.function(self._train_closure)
-        self.traced_graph = None  # the FuncGraph of the last trace (`tfps.train.traffic`)
-
-    def retrace(self) -> None:
-        """A fresh `tf.function`: the next closure traces anew."""
-        self.train_fn = tf.function(self._train_closure)
 
     # ------------------------------------------------------------------------ parameters
     def probe(self, element_spec) -> None:
@@ -143,25 +137,10 @@ class StepFunctions:
             return contextlib.nullcontext()
         return _tf.cache_variable_reads(self.variables)
 
-    def _replica_step(self, batch):
+    def replica_step(self, batch):
+        """One whole step: ``(loss, τ)``."""
         loss, grads, read_version = self.replica_gradients(batch)
         return loss, self.apply(grads, read_version)
-
-    # ------------------------------------------------------------------------ closures
-    def _train_closure(self, iterator, num_steps, stack: int = 1):
-        """`num_steps` steps, each one pull -> gradient -> push. Returns (mean loss, τs).
-        With ``stack > 1`` each element of `iterator` holds `stack` batches and the closure
-        fetches one (``num_steps <= stack``)."""
-        self.traced_graph = tf.compat.v1.get_default_graph()
-        total = tf.constant(0.0)
-        taus = tf.TensorArray(tf.int64, size=num_steps)
-        with self.reads_scope():
-            batch_at = micro_batches(iterator, stack)
-            for i in tf.range(num_steps):
-                loss, tau = self.strategy.run(self._replica_step, args=(batch_at(i),))
-                total += loss
-                taus = taus.write(i, tau)
-        return total / tf.cast(num_steps, tf.float32), taus.stack()
 
     # ------------------------------------------------------------------------ input
     def per_worker_input(self, coordinator, dataset_fn: Callable, stack: int = 1) -> "Input":
@@ -181,6 +160,47 @@ class StepFunctions:
 
         made.iterator = iter(coordinator.create_per_worker_dataset(per_worker_dataset))
         return made
+
+
+class PerStepClosure:
+    """The `PerStep` mode: `num_steps` steps, each one pull -> gradient -> push.
+
+    `fn(iterator, num_steps, stack)` returns ``(mean loss, τs)``; `num_steps` is a tensor, so
+    closures of any length share one trace. With ``stack > 1`` each element of `iterator` holds
+    `stack` batches and the closure fetches one (``num_steps <= stack``).
+    """
+
+    needs_probe = False
+
+    def __init__(self, steps: StepFunctions):
+        self.steps = steps
+        self.traced_graph = None  # the FuncGraph of the last trace (`tfps.train.traffic`)
+        self.fn = tf.function(self._closure)
+
+    def prepare(self) -> None:
+        pass
+
+    def retrace(self) -> None:
+        self.fn = tf.function(self._closure)
+
+    def args(self, iterator, num_steps: int, stack: int) -> tuple:
+        return iterator, tf.constant(num_steps, tf.int32), stack
+
+    def shape(self, num_steps: int) -> tuple[int, int]:
+        return num_steps, num_steps
+
+    def _closure(self, iterator, num_steps, stack: int = 1):
+        steps = self.steps
+        self.traced_graph = tf.compat.v1.get_default_graph()
+        total = tf.constant(0.0)
+        taus = tf.TensorArray(tf.int64, size=num_steps)
+        with steps.reads_scope():
+            batch_at = micro_batches(iterator, stack)
+            for i in tf.range(num_steps):
+                loss, tau = steps.strategy.run(steps.replica_step, args=(batch_at(i),))
+                total += loss
+                taus = taus.write(i, tau)
+        return total / tf.cast(num_steps, tf.float32), taus.stack()
 
 
 def _static_size(tensor) -> int | None:

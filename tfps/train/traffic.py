@@ -62,6 +62,7 @@ class Traffic:
       to_ps: tensors and bytes sent from the worker to the ps tasks.
       from_ps: tensors and bytes sent from the ps tasks to the worker.
       ps_ops: ops run on ps tasks (constants, Identity and NoOp left out: they do no work).
+      ops: ops run anywhere, by the same rule (a loop's or a call's ops, not the loop op).
       fetches: per-worker dataset elements fetched.
       unsized: tensors crossing whose size is not known at trace time (not in the bytes).
       loop: the counts of one iteration of the closure's loop alone (what repeats per step or
@@ -77,6 +78,7 @@ class Traffic:
     loop: "Traffic | None" = None
     crossings: tuple = dataclasses.field(default=(), repr=False, compare=False)
     closure_steps: int = 1
+    ops: float = 0.0
 
     @property
     def tensors(self) -> float:
@@ -101,7 +103,8 @@ class Traffic:
         return {"tensors": self.tensors, "bytes": self.bytes,
                 "tensors_to_ps": self.to_ps[0], "bytes_to_ps": self.to_ps[1],
                 "tensors_from_ps": self.from_ps[0], "bytes_from_ps": self.from_ps[1],
-                "ps_ops": self.ps_ops, "fetches": self.fetches, "unsized": self.unsized}
+                "ps_ops": self.ps_ops, "ops": self.ops, "fetches": self.fetches,
+                "unsized": self.unsized}
 
     def __str__(self) -> str:
         return (f"per step: {self.to_ps[0]:g} tensors ({self.to_ps[1]:,.0f} B) worker->ps, "
@@ -180,8 +183,11 @@ class _Counter:
             here = placed[op.name]
             # Constants, Identity and NoOp do no work, nor does an op that only passes a
             # handle along (a body's placeholder for a captured variable).
-            if _is_ps(here) and op.type not in _NO_WORK and not (
-                    op.outputs and all(o.dtype == tf.resource for o in op.outputs)):
+            works = op.type not in _NO_WORK and op.type != "Placeholder" and not (
+                op.outputs and all(o.dtype == tf.resource for o in op.outputs))
+            if works and op.type not in _NESTING:
+                self.totals["ops"] += weight
+            if _is_ps(here) and works:
                 self.totals["ps_ops"] += weight
                 self.ps_devices.add(here)
             if "IteratorGetNext" in op.type or op.type == "MultiDeviceIteratorGetNextFromShard":
@@ -252,7 +258,7 @@ def _traffic(totals, steps: int, loop=None, crossings=()) -> Traffic:
                    from_ps=(totals["from_ps_tensors"] * per, totals["from_ps_bytes"] * per),
                    ps_ops=totals["ps_ops"] * per, fetches=totals["fetches"] * per,
                    unsized=totals["unsized"] * per, loop=loop, crossings=tuple(crossings),
-                   closure_steps=steps)
+                   closure_steps=steps, ops=totals["ops"] * per)
 
 
 def count(graph, steps: int, trips: int, *, devices: dict | None = None,

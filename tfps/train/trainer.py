@@ -37,18 +37,20 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tfps import _tf, errors, optimizers, policy, validate
+from tfps import _tf, errors, exit_codes, policy, validate
 from tfps.errors import ConfigError
-from tfps.evaluation import ExactEvaluator
-from tfps.progress import ProgressReporter
 from tfps.strategy import make_coordinator, shards, variable_table
+from tfps.train import optimizers, traffic
+from tfps.checkpoints import layout
 from tfps.checkpoints.manager import Checkpoints
 from tfps.train.closures import Closures
 from tfps.train.dynamic import DynamicTables
-from tfps.train.loop import TrainLoop
+from tfps.train.evaluation import ExactEvaluator
+from tfps.train.loop import Action, Stopped, TrainLoop
 from tfps.train.options import TrainerOptions, TrainResult
+from tfps.train.preemption import Preemption
+from tfps.train.progress import ProgressReporter
 from tfps.train.staleness import Staleness
-from tfps.train import traffic
 from tfps.train.steps import StepFunctions
 
 tf = _tf.require()
@@ -131,7 +133,7 @@ class Trainer:
             # The finished-step count (written by the chief, `tfps.train.loop`) and the update
             # counter of the staleness measurement: both on ps, both in the checkpoint.
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-            self._staleness = Staleness(options.staleness_aware, self.optimizer)
+            self._staleness = Staleness(options.staleness_for(self._workers), self.optimizer)
         variables = [p for v in self.model.trainable_variables for p in shards(_tf_variable(v))]
         if not variables:
             raise ConfigError("Argument `model` has no trainable variables; build it (e.g. "
@@ -140,7 +142,7 @@ class Trainer:
         # optimizer's rule after each step's gradient, evicted between closures.
         self._dynamic = DynamicTables(strategy=strategy, model=self.model,
                                       optimizer=self.optimizer, options=options,
-                                      model_dir=model_dir)
+                                      num_workers=self._workers, model_dir=model_dir)
         self._steps = StepFunctions(strategy=strategy, model=self.model, variables=variables,
                                     loss_fn=loss_fn, optimizer=self.optimizer,
                                     staleness=self._staleness, dedup=options.dedup_lookups,
@@ -156,20 +158,31 @@ class Trainer:
         with strategy.scope():
             _tf.create_slots(self.optimizer, variables)
         self._closures = Closures(coordinator=self.coordinator, steps=self._steps,
-                                  options=options, dataset_fn=dataset_fn)
+                                  options=options, dataset_fn=dataset_fn,
+                                  num_workers=self._workers)
         self._checkpoints = None
         if model_dir:
             self._checkpoints = Checkpoints(
                 strategy=strategy, coordinator=self.coordinator,
-                directory=os.path.join(model_dir, "checkpoints"),
+                directory=layout.checkpoint_dir(model_dir),
                 max_to_keep=options.max_to_keep, model=self.model, optimizer=self.optimizer,
                 step=self.global_step, version=self._staleness.version)
-        self._loop = TrainLoop(schedule=self._closures.schedule, join=self.coordinator.join,
-                               num_workers=self._workers, options=options, save=self._save,
-                               record_values=self._record_values, model_dir=model_dir,
-                               on_packing=self._closures.use_packing,
-                               maintain=self._dynamic.interval and (self._dynamic.interval,
-                                                                    self._dynamic.maintain))
+        actions = []
+        if self._dynamic.active:  # rows over a cap or a TTL reach no checkpoint, no export
+            actions.append(Action("evict DynamicEmbedding rows", self._dynamic.maintain,
+                                  every=self._dynamic.interval))
+            actions.append(Action("evict DynamicEmbedding rows before a save",
+                                  self._dynamic.evict, before_save=True))
+        if options.fuse_dense:
+            actions.append(Action("write fused buffers into the model",
+                                  lambda step: self._sync_model(), before_save=True))
+        side = _LoopSide(closures=self._closures, coordinator=self.coordinator,
+                         num_workers=self._workers, closure_steps=options.mode.closure_steps,
+                         measures_staleness=self._staleness.enabled,
+                         save=self._write_checkpoint, record_values=self._record_values)
+        self._preemption = Preemption()
+        self._loop = TrainLoop(trainer=side, options=options, model_dir=model_dir,
+                               actions=actions, stop=self._preemption)
         self.restored_step = self.restore()
 
     @staticmethod
@@ -215,8 +228,14 @@ class Trainer:
             self._steps.fused.from_model()  # the model's variables may have been set meanwhile
         self._dynamic.start(self.step)
         try:
-            with errors.surfaced():  # a ConfigError from traced user code, as itself
+            with errors.surfaced(), self._preemption.watching():
+                # errors.surfaced: a ConfigError from traced user code, as itself
                 return self._loop.run(self.step, train_steps)
+        except Stopped as stopped:
+            where = self._checkpoints.latest if self._checkpoints else "no model_dir"
+            print(f"tfps: {stopped.reason}: checkpoint {where} written at step "
+                  f"{stopped.step}; exiting {exit_codes.PREEMPTED} to be requeued", flush=True)
+            raise errors.Preempted(stopped.step, exit_codes.PREEMPTED) from None
         finally:
             self._sync_model()
 
@@ -262,12 +281,11 @@ class Trainer:
             self.coordinator.join()
             self._steps.fused.to_model()
 
-    def _save(self, step: int) -> str | None:
+    def _write_checkpoint(self, step: int) -> str | None:
+        """The step counter, then a checkpoint (no closure in flight, actions run)."""
         self.global_step.assign(step)
-        self._dynamic.evict(step)  # rows over a cap or a TTL reach no checkpoint, no export
         if self._checkpoints is None:
             return None
-        self._sync_model()
         return self._checkpoints.save(step)
 
     def save(self) -> str | None:
@@ -275,7 +293,9 @@ class Trainer:
         if self._checkpoints is None:
             return None
         self.coordinator.join()
-        return self._save(self.step)
+        self._dynamic.evict(self.step)
+        self._sync_model()
+        return self._write_checkpoint(self.step)
 
     def export(self, path: str, *, serving_fn=None, input_signature=None,
                overwrite: bool = False, builder=None) -> str:
@@ -329,3 +349,19 @@ class Trainer:
         the rows, waiting ids and bytes of every DynamicEmbedding shard."""
         table = variable_table([_tf_variable(v) for v in self.model.trainable_variables])
         return table + ("\n" + self._dynamic.describe() if self._dynamic.active else "")
+
+
+class _LoopSide:
+    """The Trainer as its loop drives it (`tfps.train.loop.LoopTrainer`): the closures, the
+    cluster's join, the checkpoint write and the record's values."""
+
+    def __init__(self, *, closures: Closures, coordinator, num_workers: int,
+                 closure_steps: int | None, measures_staleness: bool, save, record_values):
+        self.num_workers = num_workers
+        self.closure_steps = closure_steps
+        self.measures_staleness = measures_staleness
+        self.schedule = closures.schedule
+        self.use_packing = closures.use_packing
+        self.join = coordinator.join
+        self.save = save
+        self.record_values = record_values

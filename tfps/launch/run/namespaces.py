@@ -38,7 +38,8 @@ import time
 
 from tfps.cluster import is_loopback_host
 
-__all__ = ["PidNamespace", "enter_private_network", "is_loopback_host", "set_death_signal"]
+__all__ = ["PidNamespace", "death_signal_setup", "enter_private_network", "is_loopback_host",
+           "set_death_signal"]
 
 # From <sched.h>.
 _CLONE_NEWNET = 0x40000000
@@ -182,3 +183,23 @@ class PidNamespace:
         except (ProcessLookupError, ChildProcessError):
             pass
         self.reaper_pid = None
+
+
+def death_signal_setup():
+    """A ``preexec_fn`` that makes each task die with the launcher, or None off Linux.
+
+    libc is loaded here, in the parent: the child must not dlopen between fork and exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent_pid = os.getpid()
+
+    def child_setup() -> None:
+        set_death_signal(libc)
+        # The launcher died before the death signal was armed: the child has been reparented.
+        # (In the launcher's PID namespace the parent shows as 0: it is outside.)
+        if os.getppid() not in (parent_pid, 0):
+            os._exit(1)
+
+    return child_setup

@@ -9,7 +9,10 @@ kills their descendants too.
 
 Ending tasks: SIGTERM to each process group, up to ``grace_period`` seconds, then SIGKILL. SIGINT,
 SIGTERM and SIGHUP to the launcher end the whole cluster that way and the launcher exits
-``128 + signal``; a second one during that shutdown sends SIGKILL at once. A SIGTERM repeated
+``128 + signal``; a second one during that shutdown sends SIGKILL at once. SIGUSR1 (a
+preemption notice: Slurm's ``--signal=B:USR1@N``) is passed to the chief, which checkpoints at
+the next closure boundary and exits `tfps.exit_codes.PREEMPTED` (`tfps.train.preemption`); the
+launcher then ends the cluster and exits with that code. A SIGTERM repeated
 within `_REPEAT_WINDOW_S` counts as one: Slurm sends two at a time limit, back to back, and
 the tasks would otherwise lose their grace period (the time to save).
 
@@ -21,15 +24,15 @@ done; the others end their task then.
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import Sequence
 
+from tfps import exit_codes
 from tfps.cluster import TaskId
 from tfps.errors import TfpsError
 from tfps.launch.run.failures import (EXIT_FAILED, Death, Failure, decide, describe_exit,
@@ -49,26 +52,6 @@ _KILL_WAIT_S = 5.0
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # A SIGTERM this soon after the first is the same request (Slurm's pair at a time limit).
 _REPEAT_WINDOW_S = 2.0
-
-
-def _death_signal_setup():
-    """A ``preexec_fn`` that makes each task die with the launcher, or None off Linux.
-
-    libc is loaded here, in the parent: the child must not dlopen between fork and exec.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent_pid = os.getpid()
-
-    def child_setup() -> None:
-        namespaces.set_death_signal(libc)
-        # The launcher died before the death signal was armed: the child has been reparented.
-        # (In the launcher's PID namespace the parent shows as 0: it is outside.)
-        if os.getppid() not in (parent_pid, 0):
-            os._exit(1)
-
-    return child_setup
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -127,11 +110,12 @@ class Supervisor:
         self._failures: list[Failure] = []
         self._t0 = time.monotonic()
         self._stop_signal: int | None = None
+        self._usr1 = 0  # SIGUSR1s not yet passed to the chief
         self._stopping = False
         self._force = False
         self._force_reported = False
         self._early = early_signals if early_signals is not None else []
-        self._child_setup = _death_signal_setup()
+        self._child_setup = namespaces.death_signal_setup()
         self._first_term: float | None = None
         self._repeats = 0
         self._final: int | None = None  # the chief's outcome, once decided for good
@@ -171,7 +155,22 @@ class Supervisor:
     def _install_signal_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        return {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED_SIGNALS}
+        saved = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED_SIGNALS}
+        saved[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._on_usr1)
+        return saved
+
+    def _on_usr1(self, signum, frame) -> None:
+        self._usr1 += 1  # the main loop passes it on
+
+    def _pass_usr1(self) -> None:
+        """Passes a SIGUSR1 the launcher got to the chief (a preemption notice)."""
+        self._usr1, chief = 0, self._by_id.get(TaskId("chief", 0))
+        if chief is None or not chief.running:
+            return self._out.event("got SIGUSR1: no chief runs here; ignored")
+        self._out.event(f"got SIGUSR1: passing it to {chief.label} (checkpoint, then exit "
+                        f"{exit_codes.PREEMPTED} to be requeued)")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(chief.proc.pid, signal.SIGUSR1)
 
     @staticmethod
     def _restore_signal_handlers(saved: dict) -> None:
@@ -275,6 +274,8 @@ class Supervisor:
                 self._out.event(f"got {name}; ending the cluster")
                 return 128 + self._stop_signal
             self._fire_faults()
+            if self._usr1:
+                self._pass_usr1()
             code = self._watch_peers()
             if code is not None:
                 return code

@@ -17,7 +17,21 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["ProgressReporter", "format_record"]
+__all__ = ["ProgressReporter", "format_record", "summary_writer"]
+
+# One TensorBoard writer per directory in this process: every record, per-shard table scalar
+# and evaluation of one run goes to one event file per directory, however often `train` runs.
+_WRITERS: dict = {}
+
+
+def summary_writer(directory: str):
+    """The process's one `tf.summary` writer for `directory` (made on first use)."""
+    import tensorflow as tf
+
+    key = os.path.abspath(directory)
+    if key not in _WRITERS:
+        _WRITERS[key] = tf.summary.create_file_writer(key)
+    return _WRITERS[key]
 
 
 def format_record(kind: str, step: int, values: Mapping[str, float]) -> str:
@@ -46,7 +60,6 @@ class ProgressReporter:
     def __init__(self, total_steps: int, model_dir: str | None = None,
                  progress_bar: str = "auto", stream=None):
         self._stream = stream or sys.stdout
-        self._writers: dict = {}
         self._model_dir = model_dir
         self._bar = None
         if progress_bar == "on" or (progress_bar == "auto" and self._stream.isatty()):
@@ -55,14 +68,9 @@ class ProgressReporter:
         self._last = None  # (step, time) of the previous record
 
     def _writer(self, kind: str):
-        import tensorflow as tf
-
         if self._model_dir is None:
             return None
-        if kind not in self._writers:
-            self._writers[kind] = tf.summary.create_file_writer(
-                os.path.join(self._model_dir, kind))
-        return self._writers[kind]
+        return summary_writer(os.path.join(self._model_dir, kind))
 
     def start(self, step: int) -> None:
         self._last = (step, time.perf_counter())
@@ -79,8 +87,6 @@ class ProgressReporter:
     def record(self, kind: str, step: int, values: Mapping[str, float],
                histograms: Mapping[str, np.ndarray] | None = None) -> str:
         """Prints one record and writes its scalars (and histograms) to TensorBoard."""
-        import tensorflow as tf
-
         line = format_record(kind, step, values)
         if self._bar is not None and kind == "train":
             self._bar.update(step, values=[(k, v) for k, v in values.items()
@@ -89,6 +95,8 @@ class ProgressReporter:
             print(line, file=self._stream, flush=True)
         writer = self._writer(kind)
         if writer is not None:
+            import tensorflow as tf
+
             with writer.as_default(step=step):
                 for key, value in values.items():
                     tf.summary.scalar(key, float(value))
@@ -99,5 +107,7 @@ class ProgressReporter:
         return line
 
     def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
+        """Ends the progress bar's line; the writers stay open for the next records (they
+        were flushed at every record)."""
+        if self._bar is not None:
+            self._stream.flush()
