@@ -153,7 +153,8 @@ def test_local_steps_with_one_worker_follow_the_per_step_trajectory(strategy, h,
 
 
 def test_local_steps_pull_and_push_once_per_closure(strategy):
-    local = _trainer(strategy, local_steps=4, steps_per_closure=None, fuse_dense=True)
+    local = _trainer(strategy, local_steps=4, steps_per_closure=None, fuse_dense=True,
+                     stack_steps=True)
     local.train(8)
     t = local.traffic()
     # The H=4 local steps read nothing from ps: everything they use was pulled before.

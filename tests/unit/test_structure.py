@@ -46,6 +46,8 @@ LAYERS = (
     ("checkpoints",),
     # From a model on ps tasks to serving.
     ("export",),
+    # Training input: how each closure gets its batches (per-worker datasets, files).
+    ("data",),
     # What trains: the Trainer and Keras fit.
     ("train", "keras"),
 )

@@ -25,7 +25,8 @@ class _Remote:
 class FakeTrainer:
     """Counts what the loop asks of it; every closure of n steps finishes when fetched."""
 
-    def __init__(self, *, closure_steps=None, workers=2, staleness=False):
+    def __init__(self, *, closure_steps=None, workers=2, staleness=False, epoch_steps=None):
+        self.epoch_steps = epoch_steps
         self.num_workers = workers
         self.closure_steps = closure_steps
         self.measures_staleness = staleness
@@ -41,9 +42,12 @@ class FakeTrainer:
         return sum(not r.fetched for r in self.remotes)
 
     def schedule(self, n):
+        if self.epoch_steps:  # an input that ends epochs: a closure stops at the boundary
+            left = self.epoch_steps - sum(self.closures) % self.epoch_steps
+            n = min(n, left)
         self.closures.append(n)
         self.remotes.append(_Remote(self, n))
-        return self.remotes[-1]
+        return n, self.remotes[-1]
 
     def join(self):
         self.joins += 1
@@ -189,3 +193,9 @@ def test_a_stop_request_saves_at_the_next_boundary_and_raises():
         loop.run(0, 1000)
     assert info.value.step == trainer.saves[-1][0] == sum(trainer.closures) == 70
     assert trainer.in_flight() == 0 and info.value.reason == "preempted"
+
+
+def test_closures_shortened_at_epoch_ends_still_count_exactly():
+    trainer = FakeTrainer(closure_steps=10, epoch_steps=25)
+    result = _loop(trainer, checkpoint_every=None, log_every=0).run(0, 75)
+    assert result.step == 75 and trainer.closures == [10, 10, 5] * 3

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from tfps import _tf
 from tfps.train.params import dedup_lookups
-from tfps.train.steps import StepFunctions, micro_batches
+from tfps.train.steps import StepFunctions
 
 tf = _tf.require()
 
@@ -30,13 +30,14 @@ __all__ = ["AccumulationClosure", "StaleReadsClosure"]
 
 class AccumulationClosure:
     """The `Accumulate` mode's closure (`tfps.train.closures.ModeClosure`): K micro-batches,
-    one push of their mean gradient. `fn(iterator, k, stack)`; `k` is a Python int."""
+    one push of their mean gradient. `fn(feed_args, k)`; `k` is a Python int; the batches
+    come from `data` (`tfps.data.feed.ClosureInput`)."""
 
     push_each = False
     needs_probe = False
 
-    def __init__(self, steps: StepFunctions):
-        self.steps = steps
+    def __init__(self, steps: StepFunctions, data):
+        self.steps, self.data = steps, data
         self.fn = tf.function(self._closure)
         self.traced_graph = None  # the FuncGraph of the last trace (`tfps.train.traffic`)
 
@@ -46,19 +47,19 @@ class AccumulationClosure:
     def retrace(self) -> None:
         self.fn = tf.function(self._closure)
 
-    def args(self, iterator, num_steps: int, stack: int) -> tuple:
-        return iterator, num_steps, stack
+    def args(self, feed_args, num_steps: int) -> tuple:
+        return feed_args, num_steps
 
     def shape(self, num_steps: int) -> tuple[int, int]:
         return num_steps, num_steps - 1  # the first micro-batch runs before the loop
 
-    def _closure(self, iterator, k: int, stack: int):
+    def _closure(self, feed_args, k: int):
         """K micro-batches, one update. `k` is a Python int: a short last closure (fewer steps
         left than accumulate_steps) is one more trace, and the step count stays exact."""
         steps = self.steps
         self.traced_graph = tf.compat.v1.get_default_graph()
         with _tf.cache_variable_reads(steps.variables):
-            micro_batch = micro_batches(iterator, stack)
+            micro_batch = self.data.batches(feed_args, k)
             loss, grads, read_version = steps.strategy.run(
                 steps.replica_gradients, args=(micro_batch(0),))
             cached = [_tf.cached_read(var) for var in steps.variables]

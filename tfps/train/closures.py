@@ -4,9 +4,9 @@ Each mode of `tfps.train.modes` has one implementation of `ModeClosure` (the per
 of `tfps.train.steps`, accumulation and stale reads of `tfps.train.accumulate`, local steps of
 `tfps.train.local`); `Closures` picks it from the mode's type when the Trainer is made and
 never branches on the mode again. It prepares the closure (the probe that tells embeddings
-from dense variables, fused buffers), owns the per-worker input (stacked by the steps per
-closure once packing is known) and counts the traffic of the closure as last traced
-(`tfps.train.traffic`).
+from dense variables, fused buffers), asks the input (`tfps.data.feed.ClosureInput`) for each
+closure's feed, tells it when the closure's result arrived, and counts the traffic of the
+closure as last traced (`tfps.train.traffic`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from tfps import _tf
+from tfps.data.feed import ClosureInput, Feed
 from tfps.errors import ConfigError
 from tfps.train import traffic
 from tfps.train.accumulate import AccumulationClosure, StaleReadsClosure
@@ -31,8 +32,8 @@ class ModeClosure(Protocol):
     """What every mode's closure implements.
 
     Attributes:
-      fn: the `tf.function` scheduled on a worker; ``fn(*args(iterator, n, stack))`` trains
-        `n` steps and returns ``(mean loss, τs)``.
+      fn: the `tf.function` scheduled on a worker; ``fn(*args(feed.args, n))`` trains `n`
+        steps on the batches of `feed` and returns ``(mean loss, τs)``.
       traced_graph: the FuncGraph of its last trace (None before the first).
       needs_probe: whether it must know, before its first trace, which variables are dense
         and how many ids a batch looks up (`StepFunctions.probe`).
@@ -48,8 +49,8 @@ class ModeClosure(Protocol):
     def retrace(self) -> None:
         """Drops the traced function: the next closure traces anew."""
 
-    def args(self, iterator, num_steps: int, stack: int) -> tuple:
-        """The arguments of `fn` for a closure of `num_steps` steps."""
+    def args(self, feed_args: tuple, num_steps: int) -> tuple:
+        """The arguments of `fn` for a closure of `num_steps` steps on `feed_args`."""
 
     def shape(self, num_steps: int) -> tuple[int, int]:
         """``(steps, loop trips)`` of a closure of `num_steps` steps (`traffic.count`)."""
@@ -57,17 +58,18 @@ class ModeClosure(Protocol):
 
 # The one place a mode's type meets its implementation.
 _IMPLEMENTATIONS: dict[type, Callable[..., ModeClosure]] = {
-    PerStep: lambda steps, mode, workers: PerStepClosure(steps),
-    Accumulate: lambda steps, mode, workers: AccumulationClosure(steps),
-    StaleReads: lambda steps, mode, workers: StaleReadsClosure(steps),
-    LocalSteps: lambda steps, mode, workers: LocalStepsClosure(
-        steps, mode.steps, mode.outer_rate(workers), mode.outer_momentum),
+    PerStep: lambda steps, data, mode, workers: PerStepClosure(steps, data),
+    Accumulate: lambda steps, data, mode, workers: AccumulationClosure(steps, data),
+    StaleReads: lambda steps, data, mode, workers: StaleReadsClosure(steps, data),
+    LocalSteps: lambda steps, data, mode, workers: LocalStepsClosure(
+        steps, data, mode.steps, mode.outer_rate(workers), mode.outer_momentum),
 }
 
 
-def closure_for(mode: Mode, steps: StepFunctions, num_workers: int) -> ModeClosure:
-    """The implementation of `mode` over `steps`."""
-    return _IMPLEMENTATIONS[type(mode)](steps, mode, num_workers)
+def closure_for(mode: Mode, steps: StepFunctions, data: ClosureInput,
+                num_workers: int) -> ModeClosure:
+    """The implementation of `mode` over `steps`, reading `data`."""
+    return _IMPLEMENTATIONS[type(mode)](steps, data, mode, num_workers)
 
 
 class Closures:
@@ -77,18 +79,17 @@ class Closures:
       coordinator: the ClusterCoordinator.
       steps: the step functions (model, variables, optimizer, staleness).
       options: the Trainer's options.
-      dataset_fn: ``dataset_fn(input_context) -> tf.data.Dataset`` of training batches.
+      data: the closures' input (`tfps.data.feed.ClosureInput`).
       num_workers: workers in the cluster.
     """
 
     def __init__(self, *, coordinator, steps: StepFunctions, options: TrainerOptions,
-                 dataset_fn: Callable, num_workers: int):
+                 data: ClosureInput, num_workers: int):
         self._coordinator, self._steps, self._options = coordinator, steps, options
-        self._dataset_fn = dataset_fn
-        self.mode_closure = closure_for(options.mode, steps, num_workers)
+        self.data = data
+        self.mode_closure = closure_for(options.mode, steps, data, num_workers)
         self._prepared = False
-        self._input = None  # tfps.train.steps.Input, made at the first closure
-        self._kept: list = []  # replaced inputs, never destroyed (docs/tensorflow-notes.md)
+        self._started = False
         self.steps_per_closure: int | None = None
 
     def retrace(self) -> None:
@@ -102,30 +103,28 @@ class Closures:
         self._prepared = True
         steps, options = self._steps, self._options
         if options.fuse_dense or self.mode_closure.needs_probe:
-            steps.probe(self._dataset_fn(tf.distribute.InputContext()).element_spec)
+            steps.probe(self.data.element_spec)
         if options.fuse_dense:
             steps.fuse(steps.dense)
         self.mode_closure.prepare()
 
     def use_packing(self, steps_per_closure: int) -> None:
-        """Stacks `steps_per_closure` batches per dataset element from now on (one fetch per
-        closure), when the options allow and the element shapes are static."""
+        """Closures hold `steps_per_closure` steps from now on (the input may stack their
+        batches into one element)."""
         self.steps_per_closure = steps_per_closure
-        stack = steps_per_closure if self._options.stack_steps else 1
-        if self._input is not None and self._input.requested == stack:
-            return
-        if self._input is not None:
-            self._kept.append(self._input)
-        self._input = self._steps.per_worker_input(self._coordinator, self._dataset_fn, stack)
-        self._input.requested = stack
+        self._started = True
+        self.data.start(self._coordinator, self._steps.strategy, steps_per_closure)
 
-    def schedule(self, num_steps: int):
-        """Schedules one closure of `num_steps` steps; returns its RemoteValue."""
-        if self._input is None:  # the packing measurement: one batch per element
-            self.use_packing(1)
-            self.steps_per_closure = None
-        args = self.mode_closure.args(self._input.iterator, num_steps, self._input.stack)
-        return self._coordinator.schedule(self.mode_closure.fn, args=args)
+    def schedule(self, num_steps: int) -> tuple[int, "Scheduled"]:
+        """Schedules one closure of at most `num_steps` steps (fewer where the input ends an
+        epoch); returns its steps and its `Scheduled` result."""
+        if not self._started:  # the packing measurement: one batch per element
+            self.data.start(self._coordinator, self._steps.strategy, 1)
+            self._started = True
+        feed = self.data.feed(num_steps)
+        remote = self._coordinator.schedule(
+            self.mode_closure.fn, args=self.mode_closure.args(feed.args, feed.steps))
+        return feed.steps, Scheduled(remote, feed, self.data)
 
     @property
     def traced_graph(self):
@@ -140,3 +139,19 @@ class Closures:
                               "first. Received: no trace yet")
         steps, trips = self.mode_closure.shape(self.steps_per_closure or 1)
         return traffic.count(graph, steps=steps, trips=trips)
+
+
+class Scheduled:
+    """A scheduled closure: ``fetch()`` waits for its ``(mean loss, τs)``; the first fetch that
+    succeeds tells the input the closure finished (its ledger counts it once)."""
+
+    def __init__(self, remote, feed: Feed, data: ClosureInput):
+        self._remote, self._feed, self._data = remote, feed, data
+        self._told = False
+
+    def fetch(self):
+        result = self._remote.fetch()
+        if not self._told:
+            self._told = True
+            self._data.finished(self._feed)
+        return result

@@ -3,31 +3,34 @@ difference (local SGD; DiLoCo, Douillard et al. 2023): one pull and one push per
 
 A closure of H steps:
 
-1. **pull** the dense parameters (fused buffers where fused) and their optimizer slots, and the
-   optimizer's step count;
+1. **pull** the dense parameters (one read per fused buffer or unfused variable) and their
+   optimizer slots into worker-local copies, one per-worker variable per model variable;
 2. **find the rows**: run the model's input side over the H batches with every embedding
-   lookup recording its ids and returning zeros (nothing else is kept, so nothing else runs),
-   then pull the distinct rows of each table shard, and their slot rows, once, into a
-   worker-local row cache (a per-worker variable, updated in place: a loop-carried tensor
-   would be copied whole at every step);
-3. **train locally**: H steps in a `tf.while_loop`; the model's reads resolve to the local
-   copies (dense reads through the read cache, lookups through the row cache), and the
-   optimizer's arithmetic (`tfps.train.optim_math`) updates copies, slots and the rows each
-   step touched;
+   lookup recording its ids and returning zeros (nothing else is kept, so nothing else runs);
+   one `tf.unique` over all of them gives the closure's distinct rows of each table shard and
+   each lookup's positions among them, computed once for the closure. The distinct rows and
+   their slot rows are pulled once into a worker-local row cache;
+3. **train locally**: H steps in a `tf.while_loop` with the model's own step on the local
+   copies: its dense reads are reads of the copies, its lookups gathers from the row cache at
+   the positions found in 2, and the optimizer's update runs as its own fused kernels, in
+   place (`tfps.train.kernels`);
 4. **push** the difference: dense parameters through the outer optimizer (``w += η Δ``, or
    Nesterov momentum ``m = μ m + Δ; w += η (μ m + Δ)`` with ``outer_momentum``), slots and rows
    by addition, the step count by H.
 
-With one worker (η = 1 by default) this is the inner optimizer's own trajectory (H = 1:
-per-step training). With several, each worker's H steps start from the parameters as they were
-at its pull and the pushes add up (asynchronous, like the rest of PSS). The dense parameters'
-differences are scaled by η, by default 1 / the number of workers: together the pushes move
-them by the average of the workers' progress, as DiLoCo's synchronous outer step does (at
-η = 1 two pushes from one pull add the same progress twice, and a model that converges within
-H steps oscillates). Embedding rows are added whole: the workers' batches mostly touch
-different rows, and a row's progress is then one worker's alone (on the recsys quality guard,
-2 workers, H = 100: AUC 0.994 of per-step training with rows whole, 0.989 with rows scaled). Rows of Adam's moments are
-updated "lazily": only the rows a step touches.
+With one worker (η = 1) this is the inner optimizer's own trajectory (H = 1: per-step
+training). With several, each worker's H steps start from the parameters as they were at its
+pull and the pushes add up (asynchronous, like the rest of PSS). The dense parameters'
+differences are scaled by η, by default 1 / the number of workers, so that together the pushes
+move them by the average of the workers' progress, as DiLoCo's synchronous outer step does;
+embedding rows are added whole: the workers' batches mostly touch different rows, and a row's
+progress is then one worker's alone (measurements: docs/performance.md). Rows of Adam's
+moments are updated "lazily": only the rows a step touches.
+
+Worker-local state is `per_worker_variable`s. TF's automatic control dependencies do not see
+them (a new placeholder per handle access, ps_values.py `PerWorkerVariable`), so each handle is
+captured once per trace and every access is ordered by hand: after the loop counter of its step,
+and the next step's counter after every update.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from __future__ import annotations
 from tfps import _tf
 from tfps.errors import ConfigError
 from tfps.train import optim_math
-from tfps.train.steps import StepFunctions, micro_batches
+from tfps.train.kernels import FusedRule
+from tfps.train.steps import StepFunctions
 
 tf = _tf.require()
 
@@ -49,6 +53,7 @@ class LocalStepsClosure:
 
     Args:
       steps: the step functions (model, variables, optimizer, fused buffers).
+      data: the closures' input (`tfps.data.feed.ClosureInput`).
       local_steps: h, steps per closure (sizes the row caches).
       outer_learning_rate: η of the outer update.
       outer_momentum: μ of its Nesterov momentum (0: none); kept as an optimizer slot
@@ -57,166 +62,193 @@ class LocalStepsClosure:
 
     needs_probe = True
 
-    def __init__(self, steps: StepFunctions, local_steps: int,
+    def __init__(self, steps: StepFunctions, data, local_steps: int,
                  outer_learning_rate: float = 1.0, outer_momentum: float = 0.0):
-        self.steps = steps
+        self.steps, self.data = steps, data
         self.local_steps = local_steps
-        self.rule = optim_math.rule_for(steps.optimizer)
+        self.kernels = FusedRule(steps.optimizer)
         self.outer_lr, self.outer_momentum = outer_learning_rate, outer_momentum
         self.fn = tf.function(self._closure)
         self.traced_graph = None
+        self.copies: dict = {}  # dense variable ref -> [local copy, local slot copies...]
+        self.caches: dict = {}  # sparse variable ref -> [row cache, slot row caches...]
 
     def retrace(self) -> None:
-        """A fresh `tf.function`: the next closure traces anew."""
         self.fn = tf.function(self._closure)
 
-    def args(self, iterator, num_steps: int, stack: int) -> tuple:
-        return iterator, num_steps, stack
+    def args(self, feed_args, num_steps: int) -> tuple:
+        return feed_args, num_steps
 
     def shape(self, num_steps: int) -> tuple[int, int]:
         return num_steps, num_steps
 
     def prepare(self) -> None:
-        """Creates the outer momentum slots and the row caches (after the probe)."""
-        steps, local_steps = self.steps, self.local_steps
+        """Creates the outer momentum slots, the local copies and the row caches (after the
+        probe and the fusing of dense variables)."""
+        steps, slots = self.steps, len(self.kernels.slot_names)
         with steps.strategy.scope():
             if self.outer_momentum:
-                for target in self._dense_targets() + list(steps.dense):
+                for target in self._targets():
                     steps.optimizer.add_slot(target, OUTER_MOMENTUM_SLOT, "zeros")
-            self.caches = {}
+            for var in steps.dense:
+                self.copies[var.ref()] = [
+                    tf.Variable(tf.zeros(var.shape, var.dtype), per_worker_variable=True,
+                                trainable=False) for _ in range(1 + slots)]
             for var in self._sparse():
                 bound = steps.lookup_bounds.get(var.ref())
                 if bound is None:
                     raise ConfigError(
                         f"Argument `local_steps` needs to know how many ids a batch looks up "
                         f"in {var.name} (a lookup of static size): its ids pass through ops "
-                        f"tfps cannot bound. Received: local_steps={local_steps}")
-                capacity = max(1, min(local_steps * bound, var.shape[0]))
+                        f"tfps cannot bound. Received: local_steps={self.local_steps}")
+                capacity = max(1, min(self.local_steps * bound, var.shape[0]))
                 self.caches[var.ref()] = [
                     tf.Variable(tf.zeros([capacity, *var.shape[1:]], var.dtype),
                                 per_worker_variable=True, trainable=False)
-                    for _ in range(1 + len(self.rule.slot_names))]
+                    for _ in range(1 + slots)]
 
     # ------------------------------------------------------------------ what moves
-    def _dense_targets(self) -> list:
+    def _targets(self) -> list:
         """What is pulled and pushed for the dense parameters: buffers and unfused ones."""
-        steps = self.steps
-        fused = steps.fused
+        fused = self.steps.fused
         carried = set() if fused is None else {v.ref() for v in fused.variables}
         return ([] if fused is None else fused.buffers) + \
-            [v for v in steps.dense if v.ref() not in carried]
+            [v for v in self.steps.dense if v.ref() not in carried]
+
+    def _carried(self, target) -> list:
+        """The model variables `target` carries (a buffer's, or itself)."""
+        fused = self.steps.fused
+        for group in [] if fused is None else fused.groups:
+            if group.buffer.ref() == target.ref():
+                return group.variables
+        return [target]
 
     def _sparse(self) -> list:
         dense = {v.ref() for v in self.steps.dense}
         return [v for v in self.steps.variables if v.ref() not in dense]
 
-    def _install(self, targets, values) -> None:
-        """Makes the model's dense reads return `values` (one per target)."""
-        fused = self.steps.fused
-        buffers = {} if fused is None else {b.ref(): g for b, g in zip(fused.buffers,
-                                                                        fused.groups)}
-        for target, value in zip(targets, values):
-            group = buffers.get(target.ref())
-            if group is None:
-                _tf.fill_read_cache(target, value)
-                continue
-            for var, part in zip(group.variables, tf.split(value, group.sizes)):
-                _tf.fill_read_cache(var, tf.reshape(part, var.shape))
+    def _slots(self, var) -> list:
+        return optim_math.slots_of(self.steps.optimizer, self.kernels.rule, var)
 
     # ------------------------------------------------------------------ the closure
-    def _closure(self, iterator, n: int, stack: int):
-        steps, rule = self.steps, self.rule
-        optimizer = steps.optimizer
+    def _closure(self, feed_args, n: int):
+        steps = self.steps
         self.traced_graph = tf.compat.v1.get_default_graph()
-        targets, sparse = self._dense_targets(), self._sparse()
+        targets, sparse = self._targets(), self._sparse()
+        # Each per-worker variable's handle, captured once (see the module docstring).
+        copies = {ref: [c.handle for c in cs] for ref, cs in self.copies.items()}
+        caches = {ref: [c.handle for c in cs] for ref, cs in self.caches.items()}
         with _tf.cache_variable_reads(steps.variables):
-            batch_at = micro_batches(iterator, stack)
+            batch_at = self.data.batches(feed_args, n, replay=True)
             version0 = steps.staleness.read()
             with tf.control_dependencies(steps.staleness.before_reads(version0)):
-                step0 = optimizer.iterations.read_value()
-            values0 = [t.read_value() for t in targets]
-            slots0 = [[s.read_value() for s in optim_math.slots_of(optimizer, rule, t)]
+                step0 = steps.optimizer.iterations.read_value()
+            pulled = [[t.read_value()] + [s.read_value() for s in self._slots(t)]
                       for t in targets]
-            self._install(targets, values0)
-            ids = self._discover(batch_at, n, sparse)
-            pulled = [[v.sparse_read(u)] + [s.sparse_read(u) for s in
-                                           optim_math.slots_of(optimizer, rule, v)]
-                      for v, u in zip(sparse, ids)]
-            loads = [c.scatter_update(tf.IndexedSlices(p, tf.range(tf.size(u))))
-                     for v, u, rows in zip(sparse, ids, pulled)
-                     for c, p in zip(self.caches[v.ref()], rows)]
-            # Per-worker variables get no automatic control dependencies: every cache access
-            # is ordered by hand, after the loop counter of its step.
+            loads = self._load_copies(targets, pulled, copies)
+            found = self._discover(batch_at, n, sparse)
+            rows0 = [[v.sparse_read(u)] + [s.sparse_read(u) for s in self._slots(v)]
+                     for v, (u, _, _) in zip(sparse, found)]
+            for v, (u, _, _), rows in zip(sparse, found, rows0):
+                loads += [tf.raw_ops.ResourceScatterUpdate(
+                    resource=h, indices=tf.range(tf.size(u)), updates=r)
+                    for h, r in zip(caches[v.ref()], rows)]
             with tf.control_dependencies(loads):
                 start = tf.constant(0)
+            lookups = {v.ref(): f for v, f in zip(sparse, found)}
 
-            def body(i, total, values, slots):
-                gathered = {}
-                with tf.GradientTape() as tape, _tf.intercept_sparse_reads(
-                        sparse, lambda var, original, indices: self._cached_read(
-                            var, indices, ids, sparse, i, tape, gathered)):
-                    tape.watch(values)
-                    self._install(targets, values)  # under the tape: fused slices are ops
-                    loss = tf.cast(steps.loss_fn(steps.model, batch_at(i)), tf.float32)
-                keys = list(gathered)
-                g_values, g_rows = tape.gradient(
-                    loss, (values, [[r for _, r in gathered[k]] for k in keys]))
-                step = step0 + tf.cast(i, tf.int64)
-                values, slots = optim_math.apply_all(rule, values, slots, g_values, step)
-                updates = []
-                for key, grads in zip(keys, g_rows):
-                    positions = tf.concat([p for p, _ in gathered[key]], 0)
-                    updates += self._update_rows(self.caches[key], positions, grads, step, i)
+            def body(i, total):
+                with tf.control_dependencies([i]):
+                    loss, updates = self._local_step(batch_at(i), i, step0, copies, caches,
+                                                     lookups)
                 with tf.control_dependencies(updates):
-                    return i + 1, total + loss, values, slots
+                    return i + 1, total + loss
 
-            end, total, values, slots = tf.while_loop(
-                lambda i, *_: i < n, body, (start, tf.constant(0.0), values0, slots0))
+            end, total = tf.while_loop(lambda i, _: i < n, body, (start, tf.constant(0.0)))
             with tf.control_dependencies([end]):
-                trained = [[c.sparse_read(tf.range(tf.size(u))) for c in self.caches[v.ref()]]
-                           for v, u in zip(sparse, ids)]
-            tau, scale = self._staleness(version0, [values, trained])
-            self._push(targets, values0, values, slots0, slots, sparse, ids, pulled, trained,
-                       scale)
-            optimizer.iterations.assign_add(n)
+                trained = [[tf.raw_ops.ReadVariableOp(resource=h, dtype=v.dtype)
+                            for h in copies[v.ref()]] for v in steps.dense]
+                trained_rows = [[tf.raw_ops.ResourceGather(
+                    resource=h, indices=tf.range(tf.size(u)), dtype=v.dtype)
+                    for h in caches[v.ref()]] for v, (u, _, _) in zip(sparse, found)]
+            tau, scale = self._staleness(version0, [trained, trained_rows])
+            self._push(targets, pulled, trained, scale)
+            self._push_rows(sparse, found, rows0, trained_rows)
+            steps.optimizer.iterations.assign_add(n)
         return total / n, tf.reshape(tau, [1])
 
-    def _staleness(self, version0, computed):
-        """(τ, the push's scale): τ pushes of others since the pull (staleness_aware), else
-        (0, the outer learning rate)."""
-        staleness = self.steps.staleness
-        if not staleness.enabled:
-            return tf.constant(0, tf.int64), self.outer_lr
-        with tf.control_dependencies(tf.nest.flatten(computed)):
-            tau = staleness.version.assign_add(1, read_value=True) - 1 - version0
-        return tau, self.outer_lr / (1.0 + tf.cast(tau, tf.float32))
+    def _load_copies(self, targets, pulled, copies) -> list:
+        """Writes each pulled target (and its slots) into the local copies of the model
+        variables it carries; the model's reads of those variables return the pulled values
+        until the training loop (the pass that finds the rows reads nothing from ps)."""
+        loads = []
+        for target, values in zip(targets, pulled):
+            carried = self._carried(target)
+            for k, value in enumerate(values):
+                parts = [value] if len(carried) == 1 and carried[0] is target else \
+                    tf.split(value, [v.shape.num_elements() for v in carried])
+                for var, part in zip(carried, parts):
+                    part = tf.reshape(part, var.shape)
+                    if k == 0:
+                        _tf.fill_read_cache(var, part)
+                    loads.append(tf.raw_ops.AssignVariableOp(
+                        resource=copies[var.ref()][k], value=part))
+        return loads
 
-    def _cached_read(self, var, indices, ids, sparse, i, tape, gathered):
-        """A lookup answered from the row cache: each id's position among the sorted distinct
-        ids the closure pulled. Records the gathered rows for their gradient."""
-        u = ids[[v.ref() for v in sparse].index(var.ref())]
-        position = tf.searchsorted(u, tf.cast(tf.reshape(indices, [-1]), tf.int64))
-        with tf.control_dependencies([i]):
-            rows = self.caches[var.ref()][0].sparse_read(position)
+    def _local_step(self, batch, i, step0, copies, caches, lookups):
+        """One step of the model on the local copies; returns (loss, the updates)."""
+        steps, kernels = self.steps, self.kernels
+        dense = steps.dense
+        gathered = {}  # sparse variable ref -> [(positions, rows)] of this step's lookups
+        taken = {}     # sparse variable ref -> ids looked up so far in this step
+
+        def read(var, original, indices):
+            return self._cached_read(var, indices, i, caches, lookups, gathered, taken, tape)
+
+        sparse = self._sparse()
+        with tf.GradientTape() as tape, _tf.intercept_sparse_reads(sparse, read):
+            values = [tf.raw_ops.ReadVariableOp(resource=copies[v.ref()][0], dtype=v.dtype)
+                      for v in dense]
+            tape.watch(values)
+            for var, value in zip(dense, values):
+                _tf.fill_read_cache(var, value)
+            loss = tf.cast(steps.loss_fn(steps.model, batch), tf.float32)
+        keys = list(gathered)
+        g_values, g_rows = tape.gradient(
+            loss, (values, [[rows for _, rows in gathered[k]] for k in keys]))
+        step = step0 + tf.cast(i, tf.int64)
+        updates = [kernels.dense(copies[v.ref()][0], copies[v.ref()][1:], g, step)
+                   for v, g in zip(dense, g_values) if g is not None]
+        for key, grads in zip(keys, g_rows):
+            positions = tf.concat([p for p, _ in gathered[key]], 0)
+            rows, index = tf.unique(positions)  # each row once, as the optimizer does
+            summed = tf.math.unsorted_segment_sum(
+                tf.concat([tf.convert_to_tensor(g) for g in grads], 0), index, tf.size(rows))
+            dtype = next(v.dtype for v in sparse if v.ref() == key)
+            updates.append(kernels.sparse(caches[key][0], caches[key][1:], summed, rows,
+                                          step, dtype))
+        return loss, updates
+
+    def _cached_read(self, var, indices, i, caches, lookups, gathered, taken, tape):
+        """A lookup answered from the row cache, at the positions the closure found for this
+        step's ids (in lookup order). Records the gathered rows for their gradient."""
+        _, positions, offsets = lookups[var.ref()]
+        size = tf.size(indices)
+        first = offsets[i] + taken.get(var.ref(), 0)
+        taken[var.ref()] = taken.get(var.ref(), 0) + size
+        where = tf.slice(positions, [first], [size])
+        rows = tf.raw_ops.ResourceGather(resource=caches[var.ref()][0], indices=where,
+                                         dtype=var.dtype)
         tape.watch(rows)
-        gathered.setdefault(var.ref(), []).append((position, rows))
+        gathered.setdefault(var.ref(), []).append((where, rows))
         shape = indices.shape.concatenate(var.shape[1:])
         if shape.is_fully_defined():
             return tf.reshape(rows, shape)
         return tf.reshape(rows, tf.concat([tf.shape(indices), tf.shape(rows)[1:]], 0))
 
-    def _update_rows(self, caches, positions, grads, step, i) -> list:
-        """The optimizer on the cached rows (and slot rows) a step touched, in place."""
-        touched, index = tf.unique(positions)
-        summed = tf.math.unsorted_segment_sum(tf.concat(grads, 0), index, tf.size(touched))
-        with tf.control_dependencies([i]):
-            current = [c.sparse_read(touched) for c in caches]
-        new_rows, new_slots = self.rule.update(current[0], current[1:], summed, step)
-        return [c.scatter_update(tf.IndexedSlices(v, touched))
-                for c, v in zip(caches, [new_rows, *new_slots])]
-
     def _discover(self, batch_at, n: int, sparse: list) -> list:
-        """The sorted distinct ids each of `sparse` is looked up with over the `n` batches."""
+        """Per sparse variable: ``(distinct ids, each id's position among them, offsets)``:
+        the positions of step i start at ``offsets[i]``, in the order its lookups ran."""
         if not sparse:
             return []
         recorded = {}  # not annotated: AutoGraph cannot convert a closure over an annotated name
@@ -226,36 +258,59 @@ class LocalStepsClosure:
                                                               tf.int64))
             return tf.zeros(tf.concat([tf.shape(indices), var.shape[1:]], 0), var.dtype)
 
-        def body(i, arrays):
+        def body(i, ids, sizes):
             recorded.clear()
             with _tf.intercept_sparse_reads(sparse, record):
                 self.steps.loss_fn(self.steps.model, batch_at(i))  # only the ids are used
-            return i + 1, [a.write(i, tf.concat(recorded.get(v.ref(), [tf.zeros([0], tf.int64)]),
-                                                0)) for a, v in zip(arrays, sparse)]
+            step_ids = [tf.concat(recorded.get(v.ref(), [tf.zeros([0], tf.int64)]), 0)
+                        for v in sparse]
+            return (i + 1, [a.write(i, t) for a, t in zip(ids, step_ids)],
+                    [a.write(i, tf.size(t)) for a, t in zip(sizes, step_ids)])
 
-        arrays = [tf.TensorArray(tf.int64, size=n, infer_shape=False) for _ in sparse]
-        _, arrays = tf.while_loop(lambda i, *_: i < n, body, (tf.constant(0), arrays))
-        return [tf.sort(tf.unique(a.concat()).y) for a in arrays]
+        ids = [tf.TensorArray(tf.int64, size=n, infer_shape=False) for _ in sparse]
+        sizes = [tf.TensorArray(tf.int32, size=n) for _ in sparse]
+        _, ids, sizes = tf.while_loop(lambda i, *_: i < n, body, (tf.constant(0), ids, sizes))
+        found = []
+        for a, lengths in zip(ids, sizes):
+            distinct, positions = tf.unique(a.concat(), out_idx=tf.int32)
+            offsets = tf.concat([[0], tf.cumsum(lengths.stack())], 0)
+            found.append((distinct, positions, offsets))
+        return found
 
-    def _push(self, targets, values0, values, slots0, slots, sparse, ids, pulled,
-              trained, scale) -> None:
+    def _staleness(self, version0, computed):
+        """(τ, the push's scale): τ pushes of others since the pull (staleness scaling on),
+        else (0, the outer learning rate)."""
+        staleness = self.steps.staleness
+        if not staleness.enabled:
+            return tf.constant(0, tf.int64), self.outer_lr
+        with tf.control_dependencies(tf.nest.flatten(computed)):
+            tau = staleness.version.assign_add(1, read_value=True) - 1 - version0
+        return tau, self.outer_lr / (1.0 + tf.cast(tau, tf.float32))
+
+    def _push(self, targets, pulled, trained, scale) -> None:
         """Parameters move by ``scale`` x their difference (through the outer momentum);
         slots by their whole difference (the squared gradients seen are all real)."""
-        optimizer, rule = self.steps.optimizer, self.rule
+        optimizer = self.steps.optimizer
         exact = isinstance(scale, float) and scale == 1.0
-        for target, w0, w, s0, s in zip(targets, values0, values, slots0, slots):
-            delta = w - w0
+        local = dict(zip([v.ref() for v in self.steps.dense], trained))
+        for target, before in zip(targets, pulled):
+            carried = self._carried(target)
+            after = [tf.concat([tf.reshape(local[v.ref()][k], [-1]) for v in carried], 0)
+                     if len(carried) > 1 or carried[0] is not target else local[target.ref()][k]
+                     for k in range(len(before))]
+            delta = after[0] - before[0]
             if self.outer_momentum:
                 m = optimizer.get_slot(target, OUTER_MOMENTUM_SLOT)
                 m_new = m.assign(self.outer_momentum * m + delta, read_value=True)
                 target.assign_add(scale * (self.outer_momentum * m_new + delta))
             else:
                 target.assign_add(delta if exact else scale * delta)
-            for slot, a0, a in zip(optim_math.slots_of(optimizer, rule, target), s0, s):
+            for slot, a0, a in zip(self._slots(target), before[1:], after[1:]):
                 slot.assign_add(a - a0)
-        for var, u, before, after in zip(sparse, ids, pulled, trained):
-            delta = after[0] - before[0]
-            var.scatter_add(tf.IndexedSlices(delta, u))  # rows: whole (see the docstring)
-            for slot, a0, a in zip(optim_math.slots_of(optimizer, rule, var), before[1:],
-                                   after[1:]):
+
+    def _push_rows(self, sparse, found, rows0, trained) -> None:
+        """Rows (and slot rows) move by their whole difference (see the module docstring)."""
+        for var, (u, _, _), before, after in zip(sparse, found, rows0, trained):
+            var.scatter_add(tf.IndexedSlices(after[0] - before[0], u))
+            for slot, a0, a in zip(self._slots(var), before[1:], after[1:]):
                 slot.scatter_add(tf.IndexedSlices(a - a0, u))

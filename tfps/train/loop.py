@@ -52,9 +52,10 @@ class LoopTrainer(Protocol):
     closure_steps: int | None
     measures_staleness: bool
 
-    def schedule(self, num_steps: int) -> Any:
-        """Schedules one closure of `num_steps` steps; returns a value whose ``fetch()`` gives
-        ``(mean loss, τs)`` once it finished."""
+    def schedule(self, num_steps: int) -> tuple[int, Any]:
+        """Schedules one closure of at most `num_steps` steps; returns its steps (fewer where
+        the input ends an epoch) and a value whose ``fetch()`` gives ``(mean loss, τs)`` once
+        it finished."""
 
     def join(self) -> None:
         """Waits for every scheduled closure."""
@@ -154,10 +155,10 @@ class TrainLoop:
 
         def timed(n):
             start = time.perf_counter()
-            remotes = [self._trainer.schedule(n) for _ in range(workers)]
-            for r in remotes:
-                r.fetch()
-            return time.perf_counter() - start, n * len(remotes)
+            scheduled = [self._trainer.schedule(n) for _ in range(workers)]
+            for _, remote in scheduled:
+                remote.fetch()
+            return time.perf_counter() - start, sum(steps for steps, _ in scheduled)
 
         small, large = policy.CALIBRATION_STEPS
         used = timed(small)[1]  # the first round traces the closure: not timed
@@ -217,9 +218,9 @@ class TrainLoop:
                     observer.closure_done(done, n, last_loss)
 
         while scheduled < train_steps:
-            n = min(per_closure, train_steps - scheduled)
+            n, remote = trainer.schedule(min(per_closure, train_steps - scheduled))
             scheduled += n
-            pending.append((n, trainer.schedule(n)))
+            pending.append((n, remote))
             drain(keep=2 * trainer.num_workers)  # bounded look-ahead, losses stay current
             for i, action in enumerate(self._actions):  # before records and saves
                 if next_action[i] is not None and scheduled >= next_action[i]:

@@ -33,12 +33,12 @@ from tfps.errors import ConfigError
 
 tf = _tf.require()
 
-__all__ = ["Rule", "SUPPORTED", "initial_slots", "rule_for"]
+__all__ = ["Rule", "SUPPORTED", "hyper", "initial_slots", "learning_rate", "rule_for"]
 
 SUPPORTED = ("SGD", "Adagrad", "Adam")
 
 
-def _hyper(optimizer, name: str, step) -> "tf.Tensor":
+def hyper(optimizer, name: str, step) -> "tf.Tensor":
     """A hyperparameter's value at `step` (a float, a variable, a schedule or a callable)."""
     value = _tf.optimizer_hyper(optimizer, name)
     if isinstance(value, tf.Variable):
@@ -49,6 +49,17 @@ def _hyper(optimizer, name: str, step) -> "tf.Tensor":
         except TypeError:
             value = value()  # a callable taking nothing (tfps's staleness wrapper)
     return tf.cast(value, tf.float32)
+
+
+def learning_rate(optimizer, step) -> "tf.Tensor":
+    """The learning rate the optimizer applies at `step`, as its ``_decayed_lr`` computes it
+    (optimizer_v2.py): the schedule's value at the step, then divided by ``1 + decay * step``
+    when the legacy ``decay`` argument is set."""
+    lr = hyper(optimizer, "learning_rate", step)
+    decay = float(optimizer.get_config().get("decay", 0.0) or 0.0)
+    if decay:
+        lr = lr / (1.0 + decay * tf.cast(step, tf.float32))
+    return lr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,11 +91,11 @@ def rule_for(optimizer, purpose: str = "local steps") -> Rule:
         if not callable(momentum) and not isinstance(momentum, tf.Variable) and \
                 float(momentum) == 0.0:
             return Rule("SGD", (), lambda w, s, g, step, count=None: (
-                w - _hyper(optimizer, "learning_rate", step) * g, []))
+                w - learning_rate(optimizer, step) * g, []))
         nesterov = bool(optimizer.nesterov)
 
         def momentum_update(w, slots, g, step, count=None):
-            lr, mu = _hyper(optimizer, "learning_rate", step), _hyper(optimizer, "momentum", step)
+            lr, mu = learning_rate(optimizer, step), hyper(optimizer, "momentum", step)
             m = mu * slots[0] - lr * g
             return (w + mu * m - lr * g if nesterov else w + m), [m]
 
@@ -92,13 +103,13 @@ def rule_for(optimizer, purpose: str = "local steps") -> Rule:
     if kind == "Adagrad":
         def adagrad(w, slots, g, step, count=None):
             a = slots[0] + g * g
-            return w - _hyper(optimizer, "learning_rate", step) * g / (tf.sqrt(a) + eps), [a]
+            return w - learning_rate(optimizer, step) * g / (tf.sqrt(a) + eps), [a]
 
         return Rule("Adagrad", ("accumulator",), adagrad)
 
     def adam(w, slots, g, step, count=None):
-        lr = _hyper(optimizer, "learning_rate", step)
-        b1, b2 = _hyper(optimizer, "beta_1", step), _hyper(optimizer, "beta_2", step)
+        lr = learning_rate(optimizer, step)
+        b1, b2 = hyper(optimizer, "beta_1", step), hyper(optimizer, "beta_2", step)
         t = tf.cast(step + 1, tf.float32) if count is None else tf.cast(count, tf.float32)
         m = b1 * slots[0] + (1 - b1) * g
         v = b2 * slots[1] + (1 - b2) * g * g

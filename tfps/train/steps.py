@@ -22,13 +22,7 @@ from tfps.train.staleness import Staleness
 
 tf = _tf.require()
 
-__all__ = ["PerStepClosure", "StepFunctions", "static_shapes"]
-
-
-def static_shapes(element_spec) -> bool:
-    """True when every component of a dataset element has a fully defined shape."""
-    return all(isinstance(spec, tf.TensorSpec) and spec.shape.is_fully_defined()
-               for spec in tf.nest.flatten(element_spec))
+__all__ = ["PerStepClosure", "StepFunctions"]
 
 
 class StepFunctions:
@@ -142,38 +136,19 @@ class StepFunctions:
         loss, grads, read_version = self.replica_gradients(batch)
         return loss, self.apply(grads, read_version)
 
-    # ------------------------------------------------------------------------ input
-    def per_worker_input(self, coordinator, dataset_fn: Callable, stack: int = 1) -> "Input":
-        """The per-worker iterator over `dataset_fn`'s batches (see `Input`)."""
-        strategy, made = self.strategy, Input()
-
-        def stacked_dataset_fn(context):
-            dataset = dataset_fn(context)
-            if stack > 1 and static_shapes(dataset.element_spec) and \
-                    _tf.gpus_per_worker(strategy) <= 1:
-                made.stack = stack
-                return dataset.batch(stack, drop_remainder=True)
-            return dataset
-
-        def per_worker_dataset():
-            return strategy.distribute_datasets_from_function(stacked_dataset_fn)
-
-        made.iterator = iter(coordinator.create_per_worker_dataset(per_worker_dataset))
-        return made
-
 
 class PerStepClosure:
     """The `PerStep` mode: `num_steps` steps, each one pull -> gradient -> push.
 
-    `fn(iterator, num_steps, stack)` returns ``(mean loss, τs)``; `num_steps` is a tensor, so
-    closures of any length share one trace. With ``stack > 1`` each element of `iterator` holds
-    `stack` batches and the closure fetches one (``num_steps <= stack``).
+    `fn(feed_args, num_steps)` returns ``(mean loss, τs)``; `num_steps` is a tensor, so
+    closures of any length share one trace; the batches come from `data`
+    (`tfps.data.feed.ClosureInput`).
     """
 
     needs_probe = False
 
-    def __init__(self, steps: StepFunctions):
-        self.steps = steps
+    def __init__(self, steps: StepFunctions, data):
+        self.steps, self.data = steps, data
         self.traced_graph = None  # the FuncGraph of the last trace (`tfps.train.traffic`)
         self.fn = tf.function(self._closure)
 
@@ -183,19 +158,19 @@ class PerStepClosure:
     def retrace(self) -> None:
         self.fn = tf.function(self._closure)
 
-    def args(self, iterator, num_steps: int, stack: int) -> tuple:
-        return iterator, tf.constant(num_steps, tf.int32), stack
+    def args(self, feed_args, num_steps: int) -> tuple:
+        return feed_args, tf.constant(num_steps, tf.int32)
 
     def shape(self, num_steps: int) -> tuple[int, int]:
         return num_steps, num_steps
 
-    def _closure(self, iterator, num_steps, stack: int = 1):
+    def _closure(self, feed_args, num_steps):
         steps = self.steps
         self.traced_graph = tf.compat.v1.get_default_graph()
         total = tf.constant(0.0)
         taus = tf.TensorArray(tf.int64, size=num_steps)
         with steps.reads_scope():
-            batch_at = micro_batches(iterator, stack)
+            batch_at = self.data.batches(feed_args, num_steps)
             for i in tf.range(num_steps):
                 loss, tau = steps.strategy.run(steps.replica_step, args=(batch_at(i),))
                 total += loss
@@ -211,36 +186,3 @@ def _static_size(tensor) -> int | None:
             return None
         tensor = tensor.op.inputs[0]
     return tensor.shape.num_elements()
-
-
-class Input:
-    """A per-worker iterator and how many batches each of its elements stacks.
-
-    With ``stack > 1`` and static element shapes, each element stacks `stack` batches
-    (``batch(stack, drop_remainder=True)``): PSS fetches every per-worker element through a
-    MultiDeviceIterator at ~0.35 ms whatever its size, which would otherwise be most of a small
-    model's step (docs/tensorflow-notes.md). The decision needs the element spec, known when
-    the coordinator traces the dataset function, before any closure. A closure of fewer steps
-    than `stack` uses the first batches of its element.
-    """
-
-    def __init__(self):
-        self.iterator = None
-        self.stack = 1      # batches per element, as made
-        self.requested = 1  # batches per element asked for
-
-
-def micro_batches(iterator, stack: int):
-    """``batch_at(i)`` for the batches of one closure: slices of one stacked element (fetched
-    now), or one fetch per call."""
-    if stack > 1:
-        stacked = next_batch(iterator)
-        return lambda i: tf.nest.map_structure(lambda t: t[i], stacked)
-    return lambda i: next_batch(iterator)
-
-
-def next_batch(iterator):
-    """The next element of a per-worker iterator inside a closure, without PSS's partial-batch
-    machinery (an Optional and a ``tf.cond`` per step: `_tf.next_without_partial_batch`).
-    Training data repeats; at its end both paths raise ``OutOfRangeError``."""
-    return _tf.next_without_partial_batch(iterator)

@@ -17,6 +17,9 @@ How it counts, following TF's own placement rules (``common_runtime/placer.cc``,
   on different devices, one of them a ps (graph partitioning adds one Send/Recv pair per such
   edge); its bytes are its static size (dimensions unknown at trace time are counted in
   `unsized`);
+* an op counts only if it runs: TF prunes a function body to what its outputs, its control
+  outputs and its stateful ops need (``PruneFunctionBody``, common_runtime/function_utils.cc),
+  and so does the count (a pass that runs the model only for its embedding ids keeps the ids);
 * a ``tf.while_loop`` body counts once per iteration: per step, the closure's counts are
   ``(outside + trips × body) / steps``; each ps task with ops in a loop body also gets the
   loop's predicate at every iteration (1 byte; TF runs a copy of the loop's control on every
@@ -79,6 +82,7 @@ class Traffic:
     crossings: tuple = dataclasses.field(default=(), repr=False, compare=False)
     closure_steps: int = 1
     ops: float = 0.0
+    op_types: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def tensors(self) -> float:
@@ -133,6 +137,26 @@ def _row_bytes(tensor) -> int | None:
     return shape[1:].num_elements() * tensor.dtype.size
 
 
+def _live(graph) -> set | None:
+    """Names of the ops of `graph` that run (see the module docstring), or None when the
+    graph does not say what it returns (a GraphDef loaded from a file: everything runs)."""
+    outputs = list(getattr(graph, "outputs", None) or [])
+    controls = list(getattr(graph, "control_outputs", None) or [])
+    if not outputs and not controls:
+        return None
+    stack = [t.op for t in outputs] + controls + [
+        op for op in graph.get_operations() if op.op_def is not None and op.op_def.is_stateful]
+    live: set = set()
+    while stack:
+        op = stack.pop()
+        if op.name in live:
+            continue
+        live.add(op.name)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return live
+
+
 class _Counter:
     """Walks a graph and its loop bodies; `totals` are per run of the outer graph.
 
@@ -155,7 +179,8 @@ class _Counter:
             device = getattr(external, "device", "") or ""
             devices.setdefault(internal.name, device if _is_ps(device) else _WORKER)
         functions = self.bodies if self.bodies is not None else _tf.function_graphs(graph)
-        ops = graph.get_operations()
+        live = _live(graph)
+        ops = [op for op in graph.get_operations() if live is None or op.name in live]
         placed: dict[str, str] = {}
         for op in ops:  # ops with a ps resource input run on that ps
             resources = [devices.get(t.name, _WORKER) for t in op.inputs
@@ -187,6 +212,7 @@ class _Counter:
                 op.outputs and all(o.dtype == tf.resource for o in op.outputs))
             if works and op.type not in _NESTING:
                 self.totals["ops"] += weight
+                self.totals["op:" + op.type] += weight
             if _is_ps(here) and works:
                 self.totals["ps_ops"] += weight
                 self.ps_devices.add(here)
@@ -258,7 +284,8 @@ def _traffic(totals, steps: int, loop=None, crossings=()) -> Traffic:
                    from_ps=(totals["from_ps_tensors"] * per, totals["from_ps_bytes"] * per),
                    ps_ops=totals["ps_ops"] * per, fetches=totals["fetches"] * per,
                    unsized=totals["unsized"] * per, loop=loop, crossings=tuple(crossings),
-                   closure_steps=steps, ops=totals["ops"] * per)
+                   closure_steps=steps, ops=totals["ops"] * per,
+                   op_types={k[3:]: v * per for k, v in totals.items() if k.startswith("op:")})
 
 
 def count(graph, steps: int, trips: int, *, devices: dict | None = None,

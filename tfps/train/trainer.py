@@ -42,6 +42,7 @@ from tfps.errors import ConfigError
 from tfps.strategy import make_coordinator, shards, variable_table
 from tfps.train import optimizers, traffic
 from tfps.checkpoints import layout
+from tfps.data.iterators import IteratorInput
 from tfps.checkpoints.manager import Checkpoints
 from tfps.train.closures import Closures
 from tfps.train.dynamic import DynamicTables
@@ -158,7 +159,8 @@ class Trainer:
         with strategy.scope():
             _tf.create_slots(self.optimizer, variables)
         self._closures = Closures(coordinator=self.coordinator, steps=self._steps,
-                                  options=options, dataset_fn=dataset_fn,
+                                  options=options,
+                                  data=IteratorInput(dataset_fn, options.stack_steps),
                                   num_workers=self._workers)
         self._checkpoints = None
         if model_dir:
