@@ -168,7 +168,8 @@ def test_from_env_bad_tf_config(text, needle):
 
 
 def test_from_env_without_anything():
-    with pytest.raises(errors.ClusterSpecError, match="neither TF_CONFIG nor a Slurm"):
+    with pytest.raises(errors.ClusterSpecError,
+                       match=r"neither TF_CONFIG, a Slurm job step \(SLURM_PROCID\) nor a JobSet"):
         tfps.Cluster.from_env({})
 
 

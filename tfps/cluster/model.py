@@ -9,8 +9,10 @@ A parameter-server cluster has four roles:
 
 A `Cluster` is built from a spec file (`Cluster.from_file`), from counts on loopback
 (`Cluster.local`), or from the environment an external engine sets up (`Cluster.from_env`:
-`TF_CONFIG` as Kubeflow writes it, or a Slurm job step, `tfps.cluster.slurm`). Everything here is
-pure Python: the launcher and the task servers read clusters without importing TensorFlow.
+`TF_CONFIG` as Kubeflow's TFJob or Volcano's tensorflow plugin writes it, a Slurm job step,
+`tfps.cluster.slurm`, or a JobSet pod of a Kubeflow TrainJob, `tfps.cluster.jobset`).
+Everything here is pure Python: the launcher and the task servers read clusters without
+importing TensorFlow.
 
 The evaluator runs no TF server, and a coordinator whose cluster lists one hangs waiting for it
 (tensorflow#46169), so `Cluster.tf_config` never shows the evaluator to chief, ps or worker.
@@ -33,7 +35,7 @@ import re
 from typing import Any, Iterator, Mapping
 
 from tfps import validate
-from tfps.cluster import slurm, specio
+from tfps.cluster import jobset, slurm, specio
 from tfps.cluster.address import check_address, check_host, is_loopback_host
 from tfps.cluster.ports import free_ports
 from tfps.errors import ClusterSpecError, ConfigError
@@ -54,6 +56,8 @@ MAX_LOCAL_TASKS = 64
 DEFAULT_NUM_PS = 2
 DEFAULT_NUM_WORKERS = 2
 _INDEX = re.compile(r"[0-9]{1,6}")
+# The only TF_CONFIG "rpc_layer" tfps serves: every task server is a gRPC server.
+_RPC_LAYER = "grpc"
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -192,7 +196,10 @@ class Cluster:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Cluster":
-        """The cluster described by ``TF_CONFIG`` or, failing that, by Slurm's environment."""
+        """The cluster an engine describes: ``TF_CONFIG`` (Kubeflow's TFJob, Volcano's
+        tensorflow plugin), else a Slurm job step (`tfps.cluster.slurm`), else a JobSet pod
+        (Kubeflow Trainer's TrainJob, `tfps.cluster.jobset`). The evaluator is in it when the
+        engine lists one; `tf_config` keeps it from chief, ps and workers."""
         return _read_env(os.environ if environ is None else environ)[0]
 
     # ----------------------------------------------------------------------------- queries
@@ -255,8 +262,9 @@ def task_from_env(environ: Mapping[str, str] | None = None) -> TaskId:
 
 def _read_env(environ: Mapping[str, str]) -> tuple[Cluster, TaskId]:
     for key, value in environ.items():  # a dict passed to from_env may hold anything
-        if (key == "TF_CONFIG" or str(key).startswith(("SLURM", "TFPS_"))) and \
-                not isinstance(value, str):
+        engine_key = key == "TF_CONFIG" or key in jobset.ENV or str(key).startswith(
+            ("SLURM", "TFPS_"))
+        if engine_key and not isinstance(value, str):
             raise ClusterSpecError(f"{key}: expected a string, got {type(value).__name__} "
                                    f"{validate.describe(value, 40)}", "environment")
     if environ.get("TF_CONFIG"):
@@ -265,8 +273,13 @@ def _read_env(environ: Mapping[str, str]) -> tuple[Cluster, TaskId]:
         spec, (job, index) = slurm.read_step(environ)
         cluster = Cluster.from_dict(spec, source="Slurm")
         return cluster, cluster.check_task(TaskId(job, index))
+    if jobset.NAME_ENV in environ:
+        spec, (role, index) = jobset.read_pod(environ)
+        cluster = Cluster.from_dict(spec, source="JobSet")
+        return cluster, cluster.check_task(TaskId(role, index))
     raise ClusterSpecError(
-        "neither TF_CONFIG nor a Slurm job step (SLURM_PROCID) is set", "environment")
+        f"neither TF_CONFIG, a Slurm job step (SLURM_PROCID) nor a JobSet pod "
+        f"({jobset.NAME_ENV}) is set", "environment")
 
 
 def _tf_config(text: str) -> Mapping:
@@ -275,6 +288,12 @@ def _tf_config(text: str) -> Mapping:
         raise ClusterSpecError(f"expected a JSON object, got {validate.describe(config)}",
                                "TF_CONFIG")
     _no_role_beside_cluster(config, "TF_CONFIG")
+    if "rpc_layer" in config and config["rpc_layer"] != _RPC_LAYER:
+        # TF would serve it (grpc+verbs, ...) or fail on it; tfps's task servers are gRPC
+        # servers, and dropping the field would run the cluster on another layer than asked.
+        raise ClusterSpecError(f"rpc_layer: {validate.describe(config['rpc_layer'], 40)} is "
+                               f"not supported (tfps runs gRPC servers: omit rpc_layer or "
+                               f"set '{_RPC_LAYER}')", "TF_CONFIG")
     return config
 
 

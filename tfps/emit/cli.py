@@ -5,12 +5,13 @@ Each engine is a module of `tfps.emit` that provides:
 * ``SPEC``: its typed spec, a frozen dataclass deriving from `tfps.emit.job.JobSpec`, whose
   ``engine`` names it on the command line and whose ``render()`` returns the text;
 * ``FLAGS``: the argparse dests only it takes (every other mode refuses them);
-* ``add_arguments(group)``: those flags;
+* ``add_arguments(group)``: the flags only it declares (the Kubernetes engines' shared ones,
+  `tfps.emit.kubejob.FLAGS`, are declared once, here);
 * ``spec_from_args(args, **job)``: its spec from the parsed flags and `JobSpec`'s fields.
 
-`ENGINES` lists them; adding one (Volcano, Kubeflow Trainer's TrainJob) is its module and one
-entry there. The job's shape (``--spec`` or the counts) is read by the launcher's
-`tfps.launch.config`, which hands it to `spec_from_args`.
+`ENGINES` lists them; adding one is its module and one entry there. The job's shape
+(``--spec`` or the counts) is read by the launcher's `tfps.launch.config`, which hands it to
+`spec_from_args`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
+from tfps import _cli
 from tfps._units import parse_bytes
-from tfps.emit import slurm, tfjob
+from tfps.emit import kubejob, slurm, tfjob, trainjob, volcano
 from tfps.emit.job import JobSpec
 
 __all__ = ["COMMON_FLAGS", "ENGINES", "add_arguments", "flags", "spec_from_args"]
 
-ENGINES: dict[str, ModuleType] = {module.SPEC.engine: module for module in (tfjob, slurm)}
+ENGINES: dict[str, ModuleType] = {module.SPEC.engine: module
+                                  for module in (tfjob, volcano, trainjob, slurm)}
 # The flags (argparse dests) every engine takes: `JobSpec`'s. The task counts come from the
 # cluster flags of the launcher (--spec, --num-ps, --num-workers, --evaluator).
 COMMON_FLAGS = frozenset({"emit", "name", "gpus_per_worker", "model_bytes", "max_restarts"})
@@ -38,12 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """
     group = parser.add_argument_group(
         "emit for external engines",
-        "print a Kubeflow TFJob (+ NetworkPolicy) or a Slurm sbatch script instead of "
-        "launching; task counts come from --spec or --num-ps/--num-workers; --max-restarts "
-        "and --model-bytes apply too")
+        "print a Kubeflow TFJob, a Volcano Job or a Kubeflow TrainJob (each with its "
+        "NetworkPolicy), or a Slurm sbatch script, instead of launching; task counts come "
+        "from --spec or --num-ps/--num-workers; --max-restarts and --model-bytes apply too")
     group.add_argument("--emit", choices=tuple(ENGINES),
                        help="print a manifest for an external engine instead of launching")
     group.add_argument("--name", help="job name (default: tfps-<script name>)")
+    kubejob.add_arguments(group)
     for module in ENGINES.values():
         module.add_arguments(group)
 
@@ -60,6 +64,9 @@ def spec_from_args(args: argparse.Namespace, *, script: str, num_ps: int, num_wo
     Raises:
       TfpsError: naming the flag (or the spec's field) and the value; the CLI exits 2.
     """
+    if args.name is not None and not args.name:
+        raise _cli.UsageError("--name '': empty (leave --name out for the default, "
+                              "tfps-<script name>)")
     job = dict(script=script, script_args=tuple(args.script_args), num_ps=num_ps,
                num_workers=num_workers, evaluator=evaluator,
                gpus_per_worker=args.gpus_per_worker or 0, name=args.name,

@@ -21,12 +21,16 @@ import os
 import re
 from typing import ClassVar
 
-from tfps import validate
+from tfps import exit_codes, validate
 from tfps.cluster import DEFAULT_NUM_PS, DEFAULT_NUM_WORKERS
 from tfps.emit import resources
 from tfps.errors import ConfigError
 
-__all__ = ["JobSpec", "default_name"]
+__all__ = ["RETRYABLE_EXIT_CODES", "JobSpec", "default_name"]
+
+# The exit codes after which an engine starts a task again (`tfps.exit_codes`: 130, 137, 138
+# and 143, as Kubeflow reads them); every other non-zero code is permanent, and ends the job.
+RETRYABLE_EXIT_CODES = tuple(code for code in range(1, 256) if exit_codes.is_retryable(code))
 
 # The most restart events the launcher of a task may be given (tfps-launch's own bound on
 # --max-restarts).

@@ -13,6 +13,10 @@ the model:
 * **chief**: 2 CPUs, 2 GiB (it coordinates; the variables live on the ps tasks).
 * **evaluator**: 2 CPUs, 2 GiB plus the whole model (it restores every variable).
 
+No task is given less than `MIN_TASK_MIB` (1 GiB): TensorFlow 2.21 alone is ~580 MiB resident
+once imported and serving (measured 2026-12-06, ``import tensorflow`` + a
+``tf.distribute.Server``), before the task holds a variable or a batch.
+
 >>> defaults(num_ps=2, num_workers=16)["ps"]
 Resources(cpu='4', memory_mib=2048)
 >>> defaults(num_ps=2, num_workers=2, model_bytes=8 << 30)["ps"].memory_mib
@@ -32,12 +36,14 @@ import re
 from tfps.cluster import ROLES
 from tfps.errors import ConfigError
 
-__all__ = ["Resources", "defaults", "k8s_memory", "memory_mib", "parse_cpu",
-           "parse_role_value", "slurm_mem"]
+__all__ = ["MIN_TASK_MIB", "Resources", "check_task_memory", "defaults", "k8s_memory",
+           "memory_mib", "parse_cpu", "parse_role_value", "slurm_mem", "slurm_mem_mib"]
 
 _GIB_MIB = 1024
 # TF runtime, gRPC and Python of any task, before it holds a variable.
 _RUNTIME_MIB = 1024
+# The least memory any task may be given: its runtime (module docstring: ~580 MiB measured).
+MIN_TASK_MIB = _RUNTIME_MIB
 # A ps holds its share of the model twice at a save (tfps/launch/doctor.py's
 # _PS_MEMORY_FRACTION = 0.5).
 _PS_MODEL_FACTOR = 2
@@ -116,6 +122,14 @@ def memory_mib(text: str, flag: str = "--memory") -> int:
     return mib
 
 
+def check_task_memory(mib: int, what: str) -> None:
+    """`ConfigError` naming `what` when `mib` is below `MIN_TASK_MIB` (module docstring)."""
+    if mib < MIN_TASK_MIB:
+        raise ConfigError(f"{what}: {mib} MiB is less than any task needs: at least "
+                          f"{k8s_memory(MIN_TASK_MIB)} (TensorFlow alone takes ~580 MiB once "
+                          f"imported)")
+
+
 def k8s_memory(mib: int) -> str:
     """MiB as a Kubernetes quantity: ``4096`` -> ``"4Gi"``, ``1536`` -> ``"1536Mi"``."""
     return f"{mib // _GIB_MIB}Gi" if mib % _GIB_MIB == 0 else f"{mib}Mi"
@@ -123,8 +137,14 @@ def k8s_memory(mib: int) -> str:
 
 def slurm_mem(text: str, flag: str = "--mem") -> str:
     """Slurm's ``--mem`` value (``"16G"``, ``"4096"`` MB, ``"0"``: all of the node's), as given."""
+    slurm_mem_mib(text, flag)
+    return text
+
+
+def slurm_mem_mib(text: str, flag: str = "--mem") -> int:
+    """Slurm's ``--mem`` value in MiB, rounded up (0: all of the node's)."""
     m = _SLURM_MEM.fullmatch(text) if isinstance(text, str) else None
     if m is None or int(m.group(1)) * _SLURM_FACTORS_MIB[m.group(2)] > _MAX_MIB:
         raise ConfigError(f"{flag}: expected Slurm's memory per node such as 16G, 4096 (MB) "
                           f"or 0 (all of it), got {str(text)[:40]!r}")
-    return text
+    return math.ceil(int(m.group(1)) * _SLURM_FACTORS_MIB[m.group(2)])
