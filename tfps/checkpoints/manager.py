@@ -69,7 +69,8 @@ class Checkpoints:
     def __init__(self, *, strategy, coordinator, directory: str, max_to_keep: int, **objects):
         self._strategy, self._coordinator = strategy, coordinator
         self.directory = directory
-        self.checkpoint = tf.train.Checkpoint(
+        # One traced write for every save (TF traces one per save and every ps keeps each).
+        self.checkpoint = _tf.traced_write_checkpoint(
             **{name: trackable(obj) for name, obj in objects.items()})
         self._manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                    max_to_keep=max_to_keep)
