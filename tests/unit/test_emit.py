@@ -355,9 +355,14 @@ def test_sbatch_default_memory_counts_the_evaluator_and_the_model():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(nodes=9), r"`nodes` must be at most the number of tasks \(4\). Received: nodes=9"),
     (dict(nodes=0), r"`nodes` must be an integer in \[1, 100000\]. Received: nodes=0"),
-    (dict(port_base=80), r"`port_base` must be an integer in 1024-65534. Received: port_base=80"),
-    (dict(port_base=65534, nodes=2), r"`port_base` must be an integer in 1024-65533"),
+    (dict(port_base=80), r"`port_base` must be an integer in 1024-65535 \(1 task per node, "
+                         r"the last on port_base \+ 0\). Received: port_base=80"),
+    (dict(port_base=65535, nodes=2), r"`port_base` must be an integer in 1024-65534 \(2 tasks"),
     (dict(time="1 day"), r"`time` must be a non-empty word.*Received: time='1 day'"),
+    (dict(time="abc"), r"Argument `time`: expected Slurm's time limit .* got 'abc'"),
+    (dict(mem="2G", nodes=1), r"`mem` must be at least 4096 MB: 4 tasks on a node, each needing "
+                              r"1024 MB, or 0 \(all of it\). Received: mem='2G'"),
+    (dict(requeue="yes"), r"`requeue` must be True or False. Received: requeue='yes'"),
     (dict(num_workers=0), r"`num_workers` must be an integer in \[1, 100000\]. Received: "
                           r"num_workers=0"),
     (dict(cpus_per_task=0), r"`cpus_per_task` must be an integer in \[1, 1024\] or None"),

@@ -37,11 +37,15 @@ from typing import Mapping
 from tfps.cluster.address import split_address
 from tfps.errors import ClusterSpecError
 
-__all__ = ["DEFAULT_PORT_BASE", "PORT_RANGE", "evaluator_tf_config", "expand_hostlist",
-           "expand_tasks_per_node", "job_port_base", "read_step", "slurm_jobs"]
+__all__ = ["DEFAULT_PORT_BASE", "MIN_PORT_BASE", "PORT_RANGE", "evaluator_tf_config",
+           "expand_hostlist", "expand_tasks_per_node", "highest_port_base", "job_port_base",
+           "read_step", "slurm_jobs"]
 
 # SlurmClusterResolver's default first port: used only outside a job (no SLURM_JOB_ID).
 DEFAULT_PORT_BASE = 8888
+# The lowest TFPS_PORT_BASE (and --emit slurm --port-base): below it are the privileged
+# ports. One rule for the emitter and the launcher (`highest_port_base` is the other end).
+MIN_PORT_BASE = 1024
 # Per-job ports: slots of `tasks per node` ports in this range, below Linux's ephemeral range
 # (32768-60999), where outgoing connections take their ports.
 PORT_RANGE = (10000, 32767)
@@ -170,6 +174,11 @@ def job_port_base(job_id: str | None, per_node: int) -> int:
     return PORT_RANGE[0] + int(job_id) % slots * per_node
 
 
+def highest_port_base(per_node: int) -> int:
+    """The highest port base for `per_node` tasks on a node: its last task gets 65535."""
+    return 65535 - per_node + 1
+
+
 def _get(environ: Mapping[str, str], name: str, fallback: str | None = None) -> str:
     value = environ.get(name, environ.get(fallback) if fallback else None)
     if value is None:
@@ -211,10 +220,10 @@ def read_step(environ: Mapping[str, str]) -> tuple[dict[str, list[str]], tuple[s
                      f"SLURM_STEP_TASKS_PER_NODE={_short(per_node_text)} ({sum(per_node)} tasks "
                      f"on {len(per_node)} hosts) do not describe a step of {num_tasks} tasks")
     if "TFPS_PORT_BASE" in environ:
-        port_base = _int("TFPS_PORT_BASE", environ["TFPS_PORT_BASE"], 1, 65535)
+        port_base = _int("TFPS_PORT_BASE", environ["TFPS_PORT_BASE"], MIN_PORT_BASE, 65535)
     else:
         port_base = job_port_base(environ.get("SLURM_JOB_ID"), max(per_node))
-    if port_base + max(per_node) - 1 > 65535:
+    if port_base > highest_port_base(max(per_node)):
         raise _error(f"TFPS_PORT_BASE={port_base}: {max(per_node)} tasks on one node need ports "
                      f"up to {port_base + max(per_node) - 1}, beyond 65535")
     if not 0 <= rank < num_tasks:

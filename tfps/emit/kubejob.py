@@ -166,6 +166,7 @@ class KubeJobSpec(JobSpec):
 FLAGS = frozenset({"image", "namespace", "backoff_limit", "istio_sidecar", "cpu", "memory"})
 _ROLES = ", ".join(ROLES)
 _ENGINES = "tfjob, volcano, trainjob"
+_MIN_MEMORY = _resources.k8s_memory(_resources.MIN_TASK_MIB)
 
 
 def _role(parse_value):
@@ -198,7 +199,7 @@ def add_arguments(group) -> None:
                             f"default chief 2, ps 2-8 by workers per ps, worker 4, evaluator 2)")
     group.add_argument("--memory", action="append", type=role_memory, metavar="ROLE=SIZE",
                        help=f"{_ENGINES}: memory request and limit of a role, e.g. ps=16Gi "
-                            f"(once per role, at least {_resources.k8s_memory(_resources.MIN_TASK_MIB)}; "
+                            f"(once per role, at least {_MIN_MEMORY}; "
                             f"default chief 2Gi, ps 2Gi or 1Gi + twice its share of "
                             f"--model-bytes, worker 4Gi, evaluator 2Gi + the model)")
 

@@ -11,6 +11,15 @@ ps is back, from its latest checkpoint (`tfps.launch.run.peers`); a chief killed
 resumes from its checkpoint. When the chief is done, its launcher tells the others on the
 chief's port and they exit 0, so the step ends cleanly; the evaluator's step is ended too.
 
+With ``requeue``, the job survives preemption: Slurm signals the batch shell 90 s before the
+end (``--signal=B:USR1@90``), the script passes SIGUSR1 to the chief's launcher, which passes
+it to the chief: `tfps.Trainer` checkpoints at the next closure boundary and exits 138
+(`tfps.exit_codes.PREEMPTED`); the script then requeues the job (``scontrol requeue``), which
+resumes from that checkpoint, its output appended to the same file.
+
+Where ``sinfo`` answers, the request is checked against the partition's nodes first
+(`tfps.emit.slurm_nodes`): refused when no node can ever run it, defaults cut to fit.
+
 >>> text = SlurmSpec(script="train.py", num_ps=2, num_workers=2, nodes=2).render()
 >>> [l for l in text.splitlines() if l.startswith("#SBATCH --n")]
 ['#SBATCH --nodes=2', '#SBATCH --ntasks=5', '#SBATCH --ntasks-per-node=3']
@@ -23,19 +32,22 @@ import math
 import shlex
 from typing import ClassVar
 
-from tfps import _cli, validate
+from tfps import _cli, exit_codes, validate
 from tfps._env import TASK_ENV
-from tfps.cluster.slurm import PORT_RANGE
+from tfps.cluster.slurm import MIN_PORT_BASE, PORT_RANGE, highest_port_base
 from tfps.emit import resources as _resources
+from tfps.emit import slurm_nodes
 from tfps.emit.job import JobSpec
 from tfps.errors import ConfigError
 
-__all__ = ["FLAGS", "SPEC", "SlurmSpec", "add_arguments", "spec_from_args"]
+__all__ = ["FLAGS", "PREEMPTION_NOTICE_S", "SPEC", "SlurmSpec", "add_arguments",
+           "spec_from_args"]
 
 # Most CPUs one Slurm task asks for: more than any node has.
 _MAX_CPUS_PER_TASK = 1024
-# The lowest port --port-base may fix: below it are the privileged ports.
-_MIN_PORT_BASE = 1024
+# Seconds of notice the batch shell gets before the end (--signal=B:USR1@N): enough for the
+# chief to finish the closures in flight and write a checkpoint of a large model.
+PREEMPTION_NOTICE_S = 90
 # Seconds the batch script lets the evaluator's step end on its own once training is done
 # (its launcher ends it when the chief's launcher says the chief is done) before ending it.
 _EVALUATOR_STOP_S = 30
@@ -61,7 +73,13 @@ class SlurmSpec(JobSpec):
       port_base: first port on each node; None: derived from the job id at run time.
       time, partition: ``#SBATCH --time`` / ``--partition`` when given.
       cpus_per_task: ``--cpus-per-task``; None: the largest role's (`tfps.emit.resources`).
-      mem: ``--mem`` (memory per node, Slurm's syntax); None: sized from the roles.
+      mem: ``--mem`` (memory per node, Slurm's syntax; at least
+        `tfps.emit.resources.MIN_TASK_MIB` per task); None: sized from the roles.
+      requeue: survive preemption (module docstring): ``--requeue``,
+        ``--signal=B:USR1@90``, ``--open-mode=append``.
+      partition_nodes: the nodes the job may run on (`tfps.emit.slurm_nodes`, from
+        ``sinfo``), or None: the request is checked against them, and the defaults of
+        ``cpus_per_task`` and ``mem`` are cut down to fit.
 
     After validation, ``nodes``, ``cpus_per_task`` and ``mem`` hold the values written.
 
@@ -80,6 +98,8 @@ class SlurmSpec(JobSpec):
     partition: str | None = None
     cpus_per_task: int | None = None
     mem: str | None = None
+    requeue: bool = False
+    partition_nodes: tuple[slurm_nodes.Node, ...] | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -91,35 +111,63 @@ class SlurmSpec(JobSpec):
         if self.nodes > self.num_tasks:
             raise ConfigError(f"Argument `nodes` must be at most the number of tasks "
                               f"({self.num_tasks}). Received: nodes={self.nodes}")
-        highest = 65535 - self.tasks_per_node
+        highest = highest_port_base(self.tasks_per_node)
         if self.port_base is not None and (
                 isinstance(self.port_base, bool) or not isinstance(self.port_base, int)
-                or not _MIN_PORT_BASE <= self.port_base <= highest):
-            raise ConfigError(f"Argument `port_base` must be an integer in {_MIN_PORT_BASE}-"
-                              f"{highest}. Received: port_base={self.port_base!r}")
+                or not MIN_PORT_BASE <= self.port_base <= highest):
+            raise ConfigError(f"Argument `port_base` must be an integer in {MIN_PORT_BASE}-"
+                              f"{highest} ({self.tasks_per_node} task"
+                              f"{'s' if self.tasks_per_node != 1 else ''} per node, the last "
+                              f"on port_base + {self.tasks_per_node - 1}). Received: "
+                              f"port_base={self.port_base!r}")
         for arg in ("name", "time", "partition"):
             value = getattr(self, arg)
             if value is not None and (not isinstance(value, str) or not value or any(
                     c.isspace() or c in _NOT_IN_WORD for c in value)):
                 raise ConfigError(f"Argument `{arg}` must be a non-empty word without spaces "
                                   f"or quotes. Received: {arg}={value!r}")
+        if self.time is not None:
+            slurm_nodes.check_time(self.time, "Argument `time`")
+        validate.boolean("requeue", self.requeue)
+        mem_mib = None
         if self.mem is not None:
             try:
-                _resources.slurm_mem(self.mem)
+                mem_mib = _resources.slurm_mem_mib(self.mem)
             except ConfigError:
                 raise validate.fail("mem", self.mem, "Slurm's memory per node, such as 16G, "
                                                      "4096 (MB) or 0 (all of it)") from None
+            if mem_mib and mem_mib < self._least_mib():
+                raise validate.fail("mem", self.mem, f"at least {self._least_mib()} MB: "
+                                    f"{self._tasks_on_first_node()} tasks on a node, each "
+                                    f"needing {_resources.MIN_TASK_MIB} MB, or 0 (all of it)")
         sizes = self.default_resources()
         training = [sizes[role] for role in ("chief", "ps", "worker")]
+        default_cpus = max(math.ceil(float(r.cpu)) for r in training)
+        # Steps are homogeneous: every task may be the largest role; the evaluator overlaps
+        # on the first node.
+        default_mib = self.tasks_per_node * max(r.memory_mib for r in training)
+        default_mib += sizes["evaluator"].memory_mib if self.evaluator else 0
+        default_mem = f"{math.ceil(default_mib / 1024)}G"
+        if self.partition_nodes:
+            cpus, mib = slurm_nodes.fit(
+                self.partition_nodes, nodes=self.nodes, tasks_per_node=self.tasks_per_node,
+                cpus_per_task=self.cpus_per_task, mem_mib=mem_mib, default_cpus=default_cpus,
+                default_mib=math.ceil(default_mib / 1024) * 1024,
+                least_mib=self._least_mib(), partition=self.partition)
+            default_cpus = cpus
+            if mib < default_mib:
+                default_mem = f"{mib}M"
         if self.cpus_per_task is None:
-            object.__setattr__(self, "cpus_per_task",
-                               max(math.ceil(float(r.cpu)) for r in training))
+            object.__setattr__(self, "cpus_per_task", default_cpus)
         if self.mem is None:
-            # Steps are homogeneous: every task may be the largest role; the evaluator
-            # overlaps on the first node.
-            mib = self.tasks_per_node * max(r.memory_mib for r in training)
-            mib += sizes["evaluator"].memory_mib if self.evaluator else 0
-            object.__setattr__(self, "mem", f"{math.ceil(mib / 1024)}G")
+            object.__setattr__(self, "mem", default_mem)
+
+    def _tasks_on_first_node(self) -> int:
+        return self.tasks_per_node + int(self.evaluator)
+
+    def _least_mib(self) -> int:
+        """The least memory per node the job runs with: `MIN_TASK_MIB` a task."""
+        return self._tasks_on_first_node() * _resources.MIN_TASK_MIB
 
     @property
     def tasks_per_node(self) -> int:
@@ -139,6 +187,33 @@ class SlurmSpec(JobSpec):
         """The batch script (``sbatch`` it)."""
         run = " ".join(shlex.quote(a) for a in (*self.launcher_args(), self.script,
                                                 *self.script_args))
+        lines = self._directives() + self._environment()
+        if self.evaluator:
+            lines += [
+                "# The evaluator runs beside the training step, in a one-task step of its own.",
+                "# Its TF_CONFIG lists the training cluster (as Kubeflow's does); tfps-launch",
+                "# hides it from chief, ps and workers (a coordinator that lists it hangs).",
+                "evaluator_tf_config=$(python -c 'from tfps.cluster.slurm import "
+                "evaluator_tf_config as c; print(c())') || exit 1",
+                'srun --overlap --nodes=1 --ntasks=1 env TF_CONFIG="$evaluator_tf_config" '
+                f"tfps-launch --from-env {run} &",
+                "evaluator_pid=$!",
+                "",
+            ]
+        lines += self._step(run)
+        if self.evaluator:
+            lines += [
+                "# The evaluator's launcher ends it when the chief is done; should it miss that,",
+                f"# its step is ended {_EVALUATOR_STOP_S}s after training.",
+                f"for _ in $(seq {_EVALUATOR_STOP_S}); do "
+                'kill -0 "$evaluator_pid" 2>/dev/null || break; sleep 1; done',
+                'kill "$evaluator_pid" 2>/dev/null',
+                'wait "$evaluator_pid"',
+                "",
+            ]
+        return "\n".join(lines + self._outcome()) + "\n"
+
+    def _directives(self) -> list[str]:
         lines = [
             "#!/bin/bash",
             f"# Generated by tfps-launch --emit slurm: 1 chief + {self.num_ps} ps + "
@@ -161,15 +236,24 @@ class SlurmSpec(JobSpec):
         if self.partition:
             lines.append(f"#SBATCH --partition={self.partition}")
         lines.append(f"#SBATCH --output={self.name}-%j.out")
-        hide_gpus = 'export CUDA_VISIBLE_DEVICES=""; ' if self.gpus_per_worker else ""
-        lines += [
+        if self.requeue:
+            lines += [
+                "# Preemption: SIGUSR1 to this shell (B:) 90 s before the end; the job requeues",
+                "# itself after a checkpoint, and its output goes on in the same file.",
+                "#SBATCH --requeue",
+                f"#SBATCH --signal=B:USR1@{PREEMPTION_NOTICE_S}",
+                "#SBATCH --open-mode=append",
+            ]
+        return lines
+
+    def _environment(self) -> list[str]:
+        lines = [
             "",
             "# Make tfps-launch available on every node here "
             "(e.g. source /path/to/venv/bin/activate).",
             "",
-            "# tfps.Cluster.from_env reads this step: rank 0 is the chief, ranks 1..TFPS_NUM_PS "
-            "the ps",
-            "# tasks, the rest workers; each listens on TFPS_PORT_BASE + its index on its node.",
+            "# tfps.Cluster.from_env reads this step: rank 0 is the chief, ranks 1..TFPS_NUM_PS",
+            "# the ps tasks, the rest workers, each on port TFPS_PORT_BASE + its node's index.",
             f"export TFPS_NUM_PS={self.num_ps}",
             self._port_base_line(),
             *(f"export {k}={v}" for k, v in TASK_ENV.items()),
@@ -177,72 +261,95 @@ class SlurmSpec(JobSpec):
             "# Rank 0 runs on this (the first) node and leaves its exit status here.",
             'export TFPS_CHIEF_STATUS="${TMPDIR:-/tmp}/tfps-${SLURM_JOB_ID:-$$}.chief-status"',
             'rm -f "$TFPS_CHIEF_STATUS"',
-            "",
         ]
-        if self.evaluator:
+        if self.requeue:
             lines += [
-                "# The evaluator runs beside the training step, as a one-task step of its own. "
-                "Its",
-                "# TF_CONFIG lists the training cluster (as Kubeflow's does); tfps-launch strips "
-                "the",
-                "# evaluator from what chief, ps and workers see (a coordinator that lists it "
-                "hangs).",
-                "evaluator_tf_config=$(python -c 'from tfps.cluster.slurm import "
-                "evaluator_tf_config as c; print(c())') || exit 1",
-                'srun --overlap --nodes=1 --ntasks=1 env TF_CONFIG="$evaluator_tf_config" '
-                f"tfps-launch --from-env {run} &",
-                "evaluator_pid=$!",
-                "",
+                "# ... and the pid of its launcher, which passes a SIGUSR1 to the chief: the "
+                "chief",
+                "# checkpoints at the next closure boundary and exits "
+                f"{exit_codes.PREEMPTED} (tfps.Trainer).",
+                'export TFPS_CHIEF_PID="${TMPDIR:-/tmp}/tfps-${SLURM_JOB_ID:-$$}.chief-pid"',
+                'rm -f "$TFPS_CHIEF_PID"',
+                "tfps_preempted() {",
+                '  echo "tfps: got SIGUSR1 (preemption notice): passing it to the chief\'s '
+                'launcher" >&2',
+                '  [ -s "$TFPS_CHIEF_PID" ] && kill -USR1 "$(cat "$TFPS_CHIEF_PID")" 2>/dev/null',
+                "}",
+                "trap tfps_preempted USR1",
             ]
-        lines += [
-            "# --distribution=block: ranks fill the nodes in order, as tfps maps them. Each "
-            "launcher",
-            "# restarts its own task: a worker rejoins; after a lost ps, the chief's launcher",
-            "# restarts the chief from its checkpoint once the ps is back. When the chief is done,",
-            "# the other launchers hear it on the chief's port and exit 0: the step ends cleanly.",
+        return lines + [""]
+
+    def _step(self, run: str) -> list[str]:
+        hide_gpus = 'export CUDA_VISIBLE_DEVICES=""; ' if self.gpus_per_worker else ""
+        if self.requeue:
+            # In the background, so that the launcher's pid can be written; the shell
+            # waits for it (its TERM is ignored, so nothing interrupts the wait).
+            chief = [f'    {hide_gpus}tfps-launch --from-env "$@" &',
+                     '    echo "$!" > "$TFPS_CHIEF_PID"; wait "$!"; status=$?',
+                     '    rm -f "$TFPS_CHIEF_PID"']
+        else:
+            chief = [f'    {hide_gpus}tfps-launch --from-env "$@"; status=$?']
+        srun = [
             "srun --distribution=block --kill-on-bad-exit=0 bash -c '",
             '  if [ "$SLURM_PROCID" -eq 0 ]; then',
             "    trap \"\" TERM  # the launcher ends the chief on SIGTERM; this shell records how",
-            f'    {hide_gpus}tfps-launch --from-env "$@"; status=$?',
+            *chief,
             '    echo "$status" > "$TFPS_CHIEF_STATUS"; exit "$status"',
             *(['  elif [ "$SLURM_PROCID" -le "$TFPS_NUM_PS" ]; then',
                f'    {hide_gpus}exec tfps-launch --from-env "$@"'] if hide_gpus else []),
             "  fi",
             '  exec tfps-launch --from-env "$@"',
-            f"' tfps-task {run}",
-            "step_status=$?",
+        ]
+        lines = [
+            "# --distribution=block: ranks fill the nodes in order, as tfps maps them. Each",
+            "# launcher restarts its own task: a worker rejoins; after a lost ps, the chief's",
+            "# launcher restarts the chief from its checkpoint once the ps is back. When the",
+            "# chief is done, the other launchers hear it on the chief's port and exit 0: the",
+            "# step ends cleanly.",
+            *srun,
+        ]
+        if not self.requeue:
+            return lines + [f"' tfps-task {run}", "step_status=$?", ""]
+        return lines + [
+            f"' tfps-task {run} &",
+            "step_pid=$!",
+            "# A trapped signal ends `wait` early: wait again until srun is done.",
+            'while :; do wait "$step_pid"; step_status=$?; kill -0 "$step_pid" 2>/dev/null || '
+            "break; done",
             "",
         ]
-        if self.evaluator:
-            lines += [
-                "# The evaluator's launcher ends it when the chief is done; should it miss that,",
-                f"# its step is ended {_EVALUATOR_STOP_S}s after training.",
-                f"for _ in $(seq {_EVALUATOR_STOP_S}); do "
-                'kill -0 "$evaluator_pid" 2>/dev/null || break; sleep 1; done',
-                'kill "$evaluator_pid" 2>/dev/null',
-                'wait "$evaluator_pid"',
-                "",
-            ]
-        lines += [
+
+    def _outcome(self) -> list[str]:
+        preempted = [
+            f'  if [ "$status" -eq {exit_codes.PREEMPTED} ]; then',
+            '    echo "tfps: the chief checkpointed and exited '
+            f'{exit_codes.PREEMPTED} (preempted): requeueing job $SLURM_JOB_ID" >&2',
+            '    scontrol requeue "$SLURM_JOB_ID"  # Slurm ends this script; the job runs again',
+            "  fi",
+        ] if self.requeue else []
+        return [
             "# The job succeeds when the chief does.",
             'if [ -s "$TFPS_CHIEF_STATUS" ]; then',
-            '  status=$(cat "$TFPS_CHIEF_STATUS"); rm -f "$TFPS_CHIEF_STATUS"; exit "$status"',
+            '  status=$(cat "$TFPS_CHIEF_STATUS"); rm -f "$TFPS_CHIEF_STATUS"',
+            *preempted,
+            '  exit "$status"',
             "fi",
             'echo "tfps: the chief left no exit status (srun exited with $step_status)" >&2',
             'exit "$(( step_status ? step_status : 1 ))"',
         ]
-        return "\n".join(lines) + "\n"
-
 
 
 # ------------------------------------------------------------------------------ flags
 # What `tfps.emit.cli` reads of an engine: its spec, the flags (argparse dests) only it
 # takes, `add_arguments` and `spec_from_args`.
 SPEC = SlurmSpec
-FLAGS = frozenset({"nodes", "port_base", "slurm_time", "partition", "cpus_per_task", "mem"})
+FLAGS = frozenset({"nodes", "port_base", "slurm_time", "partition", "cpus_per_task", "mem",
+                   "requeue"})
 
 slurm_mem = _cli.arg_type("memory per node such as 16G, 4096 (MB) or 0 (all of it)",
                           _resources.slurm_mem)
+slurm_time = _cli.arg_type("Slurm's time limit such as 90 (minutes), 4:00:00 or 2-12:00:00",
+                           slurm_nodes.check_time)
 
 
 def add_arguments(group) -> None:
@@ -250,26 +357,41 @@ def add_arguments(group) -> None:
     group.add_argument("--nodes", type=_cli.int_in(1, validate.MAX_COUNT), metavar="N",
                        help="slurm: nodes to spread the tasks over, evenly (default: one per "
                             "task)")
-    group.add_argument("--port-base", type=_cli.int_in(_MIN_PORT_BASE, 65535), metavar="PORT",
-                       help=f"slurm: first port on each node (default: derived from the job "
-                            f"id, in {PORT_RANGE[0]}-{PORT_RANGE[1]})")
+    group.add_argument("--port-base", type=_cli.int_in(MIN_PORT_BASE, 65535), metavar="PORT",
+                       help=f"slurm: first port on each node, the last task's port at most "
+                            f"65535 (default: derived from the job id, in "
+                            f"{PORT_RANGE[0]}-{PORT_RANGE[1]})")
     group.add_argument("--cpus-per-task", type=_cli.int_in(1, _MAX_CPUS_PER_TASK),
                        metavar="N", help="slurm: #SBATCH --cpus-per-task (default: the "
                                          "largest role's, 4 for most jobs)")
     group.add_argument("--mem", type=slurm_mem, metavar="SIZE",
-                       help="slurm: #SBATCH --mem, memory per node (default: tasks per node "
-                            "times the largest role's memory)")
-    group.add_argument("--time", dest="slurm_time", help="slurm: #SBATCH --time")
+                       help="slurm: #SBATCH --mem, memory per node, at least 1 GiB per task "
+                            "(default: tasks per node times the largest role's memory)")
+    group.add_argument("--time", dest="slurm_time", type=slurm_time, metavar="TIME",
+                       help="slurm: #SBATCH --time (90, 4:00:00, 2-12:00:00, ...)")
     group.add_argument("--partition", help="slurm: #SBATCH --partition")
+    group.add_argument("--requeue", action="store_true", default=None,
+                       help=f"slurm: survive preemption: SIGUSR1 {PREEMPTION_NOTICE_S} s before "
+                            f"the end, the chief checkpoints and the job requeues itself and "
+                            f"resumes")
 
 
 def spec_from_args(args, **job) -> SlurmSpec:
     """The `SlurmSpec` of parsed flags; `job`: `JobSpec`'s fields, already read.
 
+    Where ``sinfo`` answers, the request is checked against the partition's nodes, once
+    every flag has passed its own checks (`tfps.emit.slurm_nodes`).
+
     Raises:
-      ConfigError: naming the field and the value.
+      ConfigError: naming the field and the value; or no node can ever run the job.
     """
     given = {"nodes": args.nodes, "port_base": args.port_base, "time": args.slurm_time,
              "partition": args.partition, "cpus_per_task": args.cpus_per_task,
-             "mem": args.mem}
-    return SlurmSpec(**job, **{k: v for k, v in given.items() if v is not None})
+             "mem": args.mem, "requeue": args.requeue}
+    fields = dict(job, **{k: v for k, v in given.items() if v is not None})
+    SlurmSpec(**fields)  # every flag's own checks, before sinfo is asked
+    nodes = slurm_nodes.query(args.partition)
+    candidates = slurm_nodes.in_partition(nodes or (), args.partition)
+    if nodes is not None and not candidates:
+        raise ConfigError(f"--partition {args.partition!r}: sinfo lists no node in it")
+    return SlurmSpec(**fields, partition_nodes=tuple(candidates) or None)
