@@ -67,7 +67,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def slurm_conf(d: str, node: str, munge_socket: str) -> str:
+def slurm_conf(d: str, node: str, munge_socket: str, cpus: int = NODE_CPUS,
+               memory_mb: int = NODE_MEMORY_MB) -> str:
     return f"""\
 # Private single-node Slurm for tests (tests/drills/slurm_fixture.py)
 ClusterName=tfpstest
@@ -103,8 +104,8 @@ KillWait={KILL_WAIT_S}
 InactiveLimit=0
 MailProg=/bin/true
 SchedulerParameters=sched_interval=1
-NodeName={node} CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES OverSubscribe=FORCE:{NODE_CPUS} MaxTime=60 State=UP
+NodeName={node} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES OverSubscribe=FORCE:{cpus} MaxTime=60 State=UP
 """
 
 
@@ -127,8 +128,13 @@ def _wait(what: str, ready, timeout: float, proc, log: str) -> None:
     raise TimeoutError(f"{what} not ready after {timeout}s:\n{_tail(log)}")
 
 
-def start(d: str, timeout: float = 60) -> Handle:
-    """Starts munged, slurmctld and slurmd under directory `d`; returns once the node is idle."""
+def start(d: str, timeout: float = 60, cpus: int = NODE_CPUS,
+          memory_mb: int = NODE_MEMORY_MB) -> Handle:
+    """Starts munged, slurmctld and slurmd under directory `d`; returns once the node is idle.
+
+    The node declares `cpus` CPUs and `memory_mb` MB (``SlurmdParameters=config_overrides``:
+    more than the machine has is fine, the tasks share its cores).
+    """
     d = os.path.abspath(d)
     node = socket.gethostname().split(".")[0]
     # munged wants every directory above its socket world-searchable, and a unix socket path
@@ -149,7 +155,7 @@ def start(d: str, timeout: float = 60) -> Handle:
         os.chmod(key, 0o400)
     conf = os.path.join(d, "etc", "slurm.conf")
     with open(conf, "w") as f:
-        f.write(slurm_conf(d, node, sock))
+        f.write(slurm_conf(d, node, sock, cpus, memory_mb))
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_"))}
     env["SLURM_CONF"] = conf

@@ -149,8 +149,8 @@ def test_slurm_time_formats_are_taken(text):
     assert slurm_nodes.check_time(text) == text
 
 
-@pytest.mark.parametrize("text", ["abc", "1:2:3:4", "-1", "1.5", "2-", "-2", "1d", "1:", ":30",
-                                  "2-1:2:3:4", "１０", " 90", "90 ", ""])
+@pytest.mark.parametrize("text", ["abc", "1:2:3:4", "-2", "1.5", "2-", "-2", "1d", "1:", ":30",
+                                  "2-1:2:3:4", "１０", " 90", "90 ", "", "-1:00"])
 def test_other_times_are_refused_at_emit_not_at_submit(text, capsys):
     assert cli.main(["--emit", "slurm", "--time", text, "t.py"]) == 2
     err = capsys.readouterr().err

@@ -38,9 +38,9 @@ _TIMEOUT_S = 10
 # Most lines read: more nodes than any cluster has.
 _MAX_LINES = 100_000
 # Slurm's --time formats (sbatch(1)): minutes, minutes:seconds, hours:minutes:seconds,
-# days-hours, days-hours:minutes, days-hours:minutes:seconds; and no limit.
+# days-hours, days-hours:minutes, days-hours:minutes:seconds; and no limit (-1 too).
 _TIME = re.compile(r"[0-9]{1,9}(?::[0-9]{1,9}){0,2}|[0-9]{1,9}-[0-9]{1,9}(?::[0-9]{1,9}){0,2}")
-_NO_LIMIT = ("UNLIMITED", "INFINITE")
+_NO_LIMIT = ("UNLIMITED", "INFINITE", "-1")
 
 
 @dataclasses.dataclass(frozen=True)
