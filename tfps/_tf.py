@@ -12,7 +12,8 @@ instead of an AttributeError deep inside a closure on a worker. The background o
 workaround is in ``docs/tensorflow-notes.md``.
 
 `keras_binding` (used by `import tfps` to warn about Keras 3) only reads ``sys.modules``: it
-never imports TensorFlow.
+never imports TensorFlow. Rooms of the door (``tfps/_tf_*.py``) keep each module under 400
+lines; the door re-exports them and checks what they rely on.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import inspect
-import sys
 
+from tfps import _tf_checkpoint, _tf_coordinator
+from tfps._tf_coordinator import closure_name, track_closures  # the door's rooms
+from tfps._tf_keras import keras_binding
 from tfps.errors import TensorFlowCompatibilityError
 
 __all__ = ["require", "keras_binding"]
@@ -55,6 +58,7 @@ def _requirements():
     from tensorflow.python.trackable import base as trackable_base
     from tf_keras.src.engine import base_layer, training
     from tf_keras.src.optimizers.legacy import optimizer_v2
+    from tensorflow.python.distribute.coordinator import cluster_coordinator as coordinator
 
     return (
         ("distribute_utils.cache_variable_reads", "tensorflow/python/distribute/"
@@ -104,7 +108,26 @@ def _requirements():
         ("Layer._infer_output_signature's '<layer>_scratch_graph'",
          "tf_keras/src/engine/base_layer.py",
          lambda: "_scratch_graph" in base_layer.Layer._infer_output_signature.__code__.co_consts),
+        # tfps.train.health: which worker holds which closure (tfps/_tf_coordinator.py).
+        ("ClusterCoordinator._cluster: Cluster.workers, closure_queue; Worker._process_closure"
+         " (its thread's); the queue's mark_finished, put_back, mark_failed",
+         "tensorflow/python/distribute/coordinator/cluster_coordinator.py",
+         lambda: _tf_coordinator.trackable(coordinator)),
+        # tfps.checkpoints: one traced write per checkpoint (tfps/_tf_checkpoint.py).
+        *_tf_checkpoint.requirements(__import__("tensorflow"), checkpoint_internals()),
     )
+
+
+def checkpoint_internals() -> tuple:
+    """``(graph_view, util, sharded_variable)``: what `tfps._tf_checkpoint` reads."""
+    from tensorflow.python.checkpoint import graph_view, util  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.distribute import sharded_variable  # pylint: disable=g-import-not-at-top
+    return graph_view, util, sharded_variable
+
+
+def traced_write_checkpoint(**objects):
+    """A `tf.train.Checkpoint` whose saves reuse one traced write (`tfps._tf_checkpoint`)."""
+    return _tf_checkpoint.traced_write_checkpoint(require(), checkpoint_internals(), **objects)
 
 
 def require():
@@ -133,33 +156,6 @@ def require():
             f"(setup.cfg) or see README 'Trying a newer TensorFlow'")
     _checked = True
     return tf
-
-
-# ------------------------------------------------------------------- Keras binding (no import)
-def keras_binding() -> tuple[str, bool]:
-    """``(what tf.keras is bound to, whether TF was imported with Keras 3 import paths)``.
-
-    The first is ``"keras3"``, ``"tf_keras"`` or ``"unbound"``. Reads TF's lazy loader state
-    (``tensorflow/python/util/lazy_loader.py``, `KerasLazyLoader`: ``_tfll_initialized``,
-    ``_tfll_keras_version``) and the flag ``tensorflow/__init__.py`` sets when it builds its
-    import paths (``_tf_uses_legacy_keras``); imports nothing.
-    """
-    tf = sys.modules.get("tensorflow")
-    state = getattr(tf, "__dict__", {}) if tf is not None else {}
-    keras3_paths = state.get("_tf_uses_legacy_keras") is False
-    bound = state.get("keras")
-    if bound is None:
-        return "unbound", keras3_paths
-    loader = getattr(bound, "__dict__", {})
-    if "_tfll_initialized" in loader:  # still TF's lazy loader
-        if not loader["_tfll_initialized"]:
-            return "unbound", keras3_paths
-        return ("keras3" if loader.get("_tfll_keras_version") == "keras_3" else "tf_keras",
-                keras3_paths)
-    # Resolved: the loader replaced itself with `keras._tf_keras.keras` (Keras 3) or tf_keras.
-    name = getattr(bound, "__name__", "")
-    return ("keras3" if name == "keras" or name.startswith("keras.") else "tf_keras",
-            keras3_paths)
 
 
 # ------------------------------------------------------------------- strategies and iterators
