@@ -39,15 +39,16 @@ JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 _REPLICA_TYPES = {"chief": "Chief", "ps": "PS", "worker": "Worker", "evaluator": "Evaluator"}
 # The TFJob's restart policies (training-operator common_types.go).
 RESTART_POLICIES = ("ExitCode", "OnFailure", "Never", "Always")
-# ExitCode: the operator recreates a pod whose container exited 128-255 (killed by a signal:
-# OOM killer 137, eviction or preemption 143, preempted on request 138) and fails the job on
-# 1-127 (tfps.exit_codes: 1 FAILED and 2 USAGE are permanent). Inside the pod the launcher
-# already restarts its task in place (a worker rejoins; a chief resumes from its checkpoint;
-# a lost ps makes the chief's launcher restart the chief), so what reaches the pod's exit code
-# is either 0 (done, or the chief is done), the chief script's own error (1, or its sys.exit
-# code: permanent, a rerun fails the same way), the launcher's code when its --max-restarts
-# budget is spent, or 128+N when the launcher itself was signalled. OnFailure (the previous
-# default) re-ran a chief whose script raised until backoffLimit.
+# ExitCode: the operator recreates a pod whose container exited with a retryable code and
+# fails the job on a permanent one (training-operator IsRetryableExitCode: 130, 137, 143 and
+# 138 retryable; 1, 2, 126, 127, 128, 139 permanent: the table of tfps.exit_codes). Inside the
+# pod the launcher already restarts its task in place (a worker rejoins; a chief resumes from
+# its checkpoint; a lost ps makes the chief's launcher restart the chief), so what reaches the
+# pod's exit code is either 0 (done, or the chief is done), the chief script's own error (1,
+# or its sys.exit code: permanent, a rerun fails the same way), the launcher's code when its
+# --max-restarts budget is spent, 138 when the chief checkpointed on request (SIGUSR1), or
+# 128+N when the launcher itself was signalled. OnFailure (the previous default) re-ran a
+# chief whose script raised until backoffLimit.
 DEFAULT_RESTART_POLICY = "ExitCode"
 # ps and worker tasks never exit on their own: when the chief succeeds the job has succeeded,
 # and "Running" deletes the pods still running (ps, workers, evaluator) but keeps the chief's
