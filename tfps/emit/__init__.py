@@ -1,15 +1,25 @@
-"""Manifests for external engines: ``tfps-launch --emit tfjob|slurm``. Pure Python.
+"""Manifests for external engines: ``tfps-launch --emit tfjob|volcano|trainjob|slurm``. Pure.
 
 One module per engine, each with one typed spec: a frozen dataclass deriving from `JobSpec`,
 validated once when it is built, its defaults declared as its fields' defaults, and a
 ``render()`` that returns the text the engine reads.
 
-* `job`: `JobSpec`, what every engine's job shares (script, counts, launcher flags);
+* `job`: `JobSpec`, what every engine's job shares (script, counts, launcher flags), and the
+  exit codes an engine retries;
+* `kubejob`: `KubeJobSpec`, what every Kubernetes engine's job shares (image, resources, pods,
+  NetworkPolicy) and their shared flags;
 * `tfjob`: `TFJobSpec`, a Kubeflow TFJob and its NetworkPolicy;
-* `slurm`: `SlurmSpec`, an sbatch script running one ``srun`` step;
-* `kube`: what Kubernetes engines share (names, resources, NetworkPolicy, YAML quoting);
+* `volcano`: `VolcanoJobSpec`, a Volcano Job (tensorflow and svc plugins) and its
+  NetworkPolicy;
+* `trainjob`: `TrainJobSpec`, a Kubeflow Trainer v2 TrainJob, its TrainingRuntime and a
+  NetworkPolicy;
+* `slurm`: `SlurmSpec`, an sbatch script running one ``srun`` step (`slurm_script` writes it,
+  `slurm_nodes` checks it against the partition's nodes);
+* `kube`: Kubernetes helpers (names, resources, NetworkPolicy, YAML quoting);
 * `resources`: CPU and memory of each role;
 * `cli`: the ``--emit`` flags, and `ENGINES`, the registry a new engine joins.
+
+Per engine, what tfps does on each failure: docs/engines/.
 
 >>> from tfps.emit import TFJobSpec
 >>> print(TFJobSpec(image="img:1", script="train.py").render().splitlines()[0])
@@ -18,8 +28,12 @@ validated once when it is built, its defaults declared as its fields' defaults, 
 
 from tfps.emit.cli import ENGINES
 from tfps.emit.job import JobSpec
+from tfps.emit.kubejob import KubeJobSpec
 from tfps.emit.resources import Resources
 from tfps.emit.slurm import SlurmSpec
 from tfps.emit.tfjob import TFJobSpec
+from tfps.emit.trainjob import TrainJobSpec
+from tfps.emit.volcano import VolcanoJobSpec
 
-__all__ = ["ENGINES", "JobSpec", "Resources", "SlurmSpec", "TFJobSpec"]
+__all__ = ["ENGINES", "JobSpec", "KubeJobSpec", "Resources", "SlurmSpec", "TFJobSpec",
+           "TrainJobSpec", "VolcanoJobSpec"]
