@@ -117,6 +117,19 @@ def _check_ports(plans: Sequence[TaskPlan]) -> None:
                               f"this host")
 
 
+# What `Cluster.source` says of a cluster an engine described (``--from-env``): TF_CONFIG
+# (Kubeflow's TFJob, Volcano), a Slurm step, a JobSet pod (Kubeflow Trainer v2).
+_ENGINE_SOURCES = ("TF_CONFIG", "Slurm", "JobSet")
+
+
+def watch_peers(config: LaunchConfig) -> bool | None:
+    """True when an engine described this launcher's one task: the launchers of the cluster
+    then watch each other (`tfps.launch.run.peers`: a lost ps, the chief done). None leaves
+    it to the supervisor, which tells TF_CONFIG and Slurm by the environment but not a JobSet
+    pod, whose TF_CONFIG tfps computes (`tfps.cluster.jobset`)."""
+    return True if config.one_per_host and config.cluster.source in _ENGINE_SOURCES else None
+
+
 def run(config: LaunchConfig, early_signals: list | None = None) -> int:
     """Starts the planned tasks and supervises them; returns the launcher's exit code."""
     from tfps.launch.run import namespaces
@@ -154,7 +167,8 @@ def run(config: LaunchConfig, early_signals: list | None = None) -> int:
     try:
         return Supervisor(plans, output, max_restarts=config.max_restarts,
                           grace_period=config.grace_period, faults=config.faults,
-                          early_signals=early_signals).run()
+                          early_signals=early_signals,
+                          watch_peers=watch_peers(config)).run()
     finally:
         pids.close()
 
