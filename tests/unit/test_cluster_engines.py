@@ -80,3 +80,21 @@ def test_rpc_layer_grpc_or_none_is_read():
     assert Cluster.from_env({"TF_CONFIG": json.dumps(config)}).ps == ("h:1",)
     config["rpc_layer"] = "grpc"
     assert Cluster.from_env({"TF_CONFIG": json.dumps(config)}).ps == ("h:1",)
+
+
+def test_launchers_in_jobset_pods_watch_each_other(monkeypatch, tmp_path):
+    """`tfps-launch --from-env` in a JobSet pod: a lost ps restarts the chief, the chief done
+    ends the others, as under TF_CONFIG and Slurm (`tfps.launch.run.peers`)."""
+    from tfps.launch import cli
+    from tfps.launch.config import config_from_args
+
+    for name, value in dict(POD, REPLICATED_JOB_NAME="chief", JOB_COMPLETION_INDEX="0").items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "t.py").write_text("print('hi')\n")
+    config = config_from_args(cli.parse(["--from-env", str(tmp_path / "t.py")]))
+    assert config.cluster.source == "JobSet" and cli.watch_peers(config) is True
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("chief: [localhost:3]\nps: [localhost:1]\nworker: [localhost:2]\n")
+    for argv in (["--spec", str(spec), "--task", "ps:0"], ["--num-ps", "1"]):
+        config = config_from_args(cli.parse([*argv, str(tmp_path / "t.py")]))
+        assert cli.watch_peers(config) is None  # plain hosts, all-local: as the supervisor says
