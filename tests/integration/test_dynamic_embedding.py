@@ -409,9 +409,9 @@ def test_trainer_checkpoint_restores_the_tables_exactly(strategy, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    ({"accumulate_steps": 2}, "accumulate_steps=2"),
-    ({"read_every": 2}, "read_every=2"),
-    ({"local_steps": 2}, "local_steps=2"),
+    ({"accumulate_steps": 2}, r"mode=Accumulate\(steps=2\)"),
+    ({"read_every": 2}, r"mode=StaleReads\(every=2\)"),
+    ({"local_steps": 2}, r"mode=LocalSteps\(steps=2"),
     ({"staleness_aware": True}, "staleness_aware=True"),
 ])
 def test_modes_that_cannot_carry_rows_are_refused(strategy, kwargs, needle):

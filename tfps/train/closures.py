@@ -62,7 +62,8 @@ _IMPLEMENTATIONS: dict[type, Callable[..., ModeClosure]] = {
     Accumulate: lambda steps, data, mode, workers: AccumulationClosure(steps, data),
     StaleReads: lambda steps, data, mode, workers: StaleReadsClosure(steps, data),
     LocalSteps: lambda steps, data, mode, workers: LocalStepsClosure(
-        steps, data, mode.steps, mode.outer_rate(workers), mode.outer_momentum),
+        steps, data, mode.steps, mode.outer_rate(workers), mode.outer_momentum,
+        mode.transfer_dtype),
 }
 
 

@@ -25,7 +25,10 @@ from tfps.train import optim_math
 
 tf = _tf.require()
 
-__all__ = ["FusedRule", "fused_rule"]
+__all__ = ["FusedRule", "fused_rule", "rule_or_none"]
+
+# What tf_keras's `apply_gradients` does besides its kernels, which `FusedRule` does not.
+_TRANSFORMS = ("clipnorm", "clipvalue", "global_clipnorm")
 
 
 class FusedRule:
@@ -43,6 +46,21 @@ class FusedRule:
         self._nesterov = bool(getattr(optimizer, "nesterov", False))
         eps = getattr(optimizer, "epsilon", None)
         self._epsilon = float(eps) if eps is not None else 0.0
+
+    @property
+    def uses_step(self) -> bool:
+        """Whether any update depends on the step count (a schedule, a legacy ``decay``,
+        Adam's bias correction, a hyperparameter in a variable or a callable)."""
+        if self.rule.name == "Adam" or optim_math.decay(self.optimizer):
+            return True
+        for name in ("learning_rate", "momentum"):
+            try:
+                value = _tf.optimizer_hyper(self.optimizer, name)
+            except KeyError:
+                continue
+            if callable(value) or isinstance(value, tf.Variable):
+                return True
+        return False
 
     def _value(self, name: str, step, dtype):
         return tf.cast(optim_math.hyper(self.optimizer, name, step), dtype)
@@ -96,3 +114,15 @@ class FusedRule:
 def fused_rule(optimizer, purpose: str = "local steps") -> FusedRule:
     """The `FusedRule` of `optimizer`; `ConfigError` (naming `purpose`) for one it lacks."""
     return FusedRule(optimizer, purpose)
+
+
+def rule_or_none(optimizer) -> FusedRule | None:
+    """The `FusedRule` of `optimizer` when it does all the optimizer's `apply_gradients`
+    would (a supported kind, no gradient clipping); None otherwise."""
+    config = optimizer.get_config()
+    if any(config.get(name) is not None for name in _TRANSFORMS):
+        return None
+    try:
+        return FusedRule(optimizer)
+    except Exception:  # noqa: BLE001 - the optimizer's own apply_gradients serves any other
+        return None

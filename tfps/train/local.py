@@ -58,13 +58,17 @@ class LocalStepsClosure:
       outer_learning_rate: η of the outer update.
       outer_momentum: μ of its Nesterov momentum (0: none); kept as an optimizer slot
         (``outer_momentum``), so checkpoints carry it.
+      transfer_dtype: the type pulls and pushes travel in (``"float32"`` or
+        ``"bfloat16"``); the casts run on each side, the ps keeps float32.
     """
 
     needs_probe = True
 
     def __init__(self, steps: StepFunctions, data, local_steps: int,
-                 outer_learning_rate: float = 1.0, outer_momentum: float = 0.0):
+                 outer_learning_rate: float = 1.0, outer_momentum: float = 0.0,
+                 transfer_dtype: str = "float32"):
         self.steps, self.data = steps, data
+        self.wire = tf.as_dtype(transfer_dtype)
         self.local_steps = local_steps
         self.kernels = FusedRule(steps.optimizer)
         self.outer_lr, self.outer_momentum = outer_learning_rate, outer_momentum
@@ -143,12 +147,12 @@ class LocalStepsClosure:
             version0 = steps.staleness.read()
             with tf.control_dependencies(steps.staleness.before_reads(version0)):
                 step0 = steps.optimizer.iterations.read_value()
-            pulled = [[t.read_value()] + [s.read_value() for s in self._slots(t)]
+            pulled = [[self._from_ps(t.device, x.read_value) for x in (t, *self._slots(t))]
                       for t in targets]
             loads = self._load_copies(targets, pulled, copies)
             found = self._discover(batch_at, n, sparse)
-            rows0 = [[v.sparse_read(u)] + [s.sparse_read(u) for s in self._slots(v)]
-                     for v, (u, _, _) in zip(sparse, found)]
+            rows0 = [[self._from_ps(v.device, lambda x=x, u=u: x.sparse_read(u))
+                      for x in (v, *self._slots(v))] for v, (u, _, _) in zip(sparse, found)]
             for v, (u, _, _), rows in zip(sparse, found, rows0):
                 loads += [tf.raw_ops.ResourceScatterUpdate(
                     resource=h, indices=tf.range(tf.size(u)), updates=r)
@@ -287,6 +291,23 @@ class LocalStepsClosure:
             tau = staleness.version.assign_add(1, read_value=True) - 1 - version0
         return tau, self.outer_lr / (1.0 + tf.cast(tau, tf.float32))
 
+    def _from_ps(self, device: str, read):
+        """``read()`` (ops on a ps), narrowed to the transfer type there and widened here."""
+        value = read()
+        if self.wire == tf.float32 or value.dtype != tf.float32:
+            return value
+        with tf.device(device):
+            narrow = tf.cast(value, self.wire)
+        return tf.cast(narrow, tf.float32)
+
+    def _to_ps(self, device: str, value):
+        """`value` as the ps on `device` uses it: narrowed here, widened there."""
+        if self.wire == tf.float32 or value.dtype != tf.float32:
+            return value
+        narrow = tf.cast(value, self.wire)
+        with tf.device(device):
+            return tf.cast(narrow, tf.float32)
+
     def _push(self, targets, pulled, trained, scale) -> None:
         """Parameters move by ``scale`` x their difference (through the outer momentum);
         slots by their whole difference (the squared gradients seen are all real)."""
@@ -300,17 +321,19 @@ class LocalStepsClosure:
                      for k in range(len(before))]
             delta = after[0] - before[0]
             if self.outer_momentum:
-                m = optimizer.get_slot(target, OUTER_MOMENTUM_SLOT)
-                m_new = m.assign(self.outer_momentum * m + delta, read_value=True)
-                target.assign_add(scale * (self.outer_momentum * m_new + delta))
+                sent = self._to_ps(target.device, delta)
+                with tf.device(target.device):
+                    m = optimizer.get_slot(target, OUTER_MOMENTUM_SLOT)
+                    m_new = m.assign(self.outer_momentum * m + sent, read_value=True)
+                    target.assign_add(scale * (self.outer_momentum * m_new + sent))
             else:
-                target.assign_add(delta if exact else scale * delta)
+                target.assign_add(self._to_ps(target.device,
+                                              delta if exact else scale * delta))
             for slot, a0, a in zip(self._slots(target), before[1:], after[1:]):
-                slot.assign_add(a - a0)
+                slot.assign_add(self._to_ps(target.device, a - a0))
 
     def _push_rows(self, sparse, found, rows0, trained) -> None:
         """Rows (and slot rows) move by their whole difference (see the module docstring)."""
         for var, (u, _, _), before, after in zip(sparse, found, rows0, trained):
-            var.scatter_add(tf.IndexedSlices(after[0] - before[0], u))
-            for slot, a0, a in zip(self._slots(var), before[1:], after[1:]):
-                slot.scatter_add(tf.IndexedSlices(a - a0, u))
+            for x, a0, a in zip((var, *self._slots(var)), before, after):
+                x.scatter_add(tf.IndexedSlices(self._to_ps(var.device, a - a0), u))

@@ -162,11 +162,16 @@ class LocalSteps(Mode):
       outer_learning_rate: η of the push, ``w += η Δ``. None: 1 / the number of workers, so
         the workers' pushes together move the parameters by the mean of their progress.
       outer_momentum: μ of a Nesterov momentum on the pushed differences (0: none).
+      transfer_dtype: the type pulls and pushes travel in between worker and ps:
+        ``"float32"`` (exact) or ``"bfloat16"`` (half the bytes; values rounded to 8
+        significant bits on the way, the ps keeps its float32 values and adds the rounded
+        differences).
     """
 
     steps: int
     outer_learning_rate: float | None = None
     outer_momentum: float = 0.0
+    transfer_dtype: str = "float32"
     reads_every_step: ClassVar[bool] = False
     exact: ClassVar[bool] = False
 
@@ -176,6 +181,8 @@ class LocalSteps(Mode):
                         low_open=True, high=_MAX_OUTER_LR, allow_none=True)
         validate.number("LocalSteps.outer_momentum", self.outer_momentum, low=0,
                         high=_MAX_OUTER_MOMENTUM)
+        validate.choice("LocalSteps.transfer_dtype", self.transfer_dtype,
+                        ("float32", "bfloat16"))
 
     @property
     def closure_steps(self) -> int:
@@ -188,7 +195,8 @@ class LocalSteps(Mode):
         return 1.0 / max(1, num_workers)
 
     def describe(self) -> str:
-        return f"local_steps={self.steps}"
+        return f"local_steps={self.steps}" + (
+            f", {self.transfer_dtype} transfers" if self.transfer_dtype != "float32" else "")
 
 
 MODES = (PerStep, Accumulate, StaleReads, LocalSteps)

@@ -33,7 +33,8 @@ from tfps.errors import ConfigError
 
 tf = _tf.require()
 
-__all__ = ["Rule", "SUPPORTED", "hyper", "initial_slots", "learning_rate", "rule_for"]
+__all__ = ["Rule", "SUPPORTED", "decay", "hyper", "initial_slots", "learning_rate",
+           "rule_for"]
 
 SUPPORTED = ("SGD", "Adagrad", "Adam")
 
@@ -56,10 +57,15 @@ def learning_rate(optimizer, step) -> "tf.Tensor":
     (optimizer_v2.py): the schedule's value at the step, then divided by ``1 + decay * step``
     when the legacy ``decay`` argument is set."""
     lr = hyper(optimizer, "learning_rate", step)
-    decay = float(optimizer.get_config().get("decay", 0.0) or 0.0)
-    if decay:
-        lr = lr / (1.0 + decay * tf.cast(step, tf.float32))
+    decay_rate = decay(optimizer)
+    if decay_rate:
+        lr = lr / (1.0 + decay_rate * tf.cast(step, tf.float32))
     return lr
+
+
+def decay(optimizer) -> float:
+    """The legacy ``decay`` argument of a tf_keras optimizer (0: none)."""
+    return float(optimizer.get_config().get("decay", 0.0) or 0.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,13 +6,13 @@ For brevity the mode can also be given by the keywords earlier versions took
 and a keyword that contradicts the mode, or means nothing in it, is an error naming both:
 
 >>> TrainerOptions(local_steps=100).mode
-LocalSteps(steps=100, outer_learning_rate=None, outer_momentum=0.0)
+LocalSteps(steps=100, outer_learning_rate=None, outer_momentum=0.0, transfer_dtype='float32')
 >>> TrainerOptions(steps_per_closure=10).mode
 PerStep(steps_per_closure=10)
 >>> TrainerOptions(mode=LocalSteps(100), steps_per_closure=10)
 Traceback (most recent call last):
 ...
-tfps.errors.ConfigError: Arguments `steps_per_closure` and `mode` do not go together: LocalSteps(100) fixes a closure at 100 steps. Received: steps_per_closure=10, mode=LocalSteps(steps=100, outer_learning_rate=None, outer_momentum=0.0)
+tfps.errors.ConfigError: Arguments `steps_per_closure` and `mode` do not go together: LocalSteps(100) fixes a closure at 100 steps. Received: steps_per_closure=10, mode=LocalSteps(steps=100, outer_learning_rate=None, outer_momentum=0.0, transfer_dtype='float32')
 >>> TrainerOptions(outer_learning_rate=0.5)
 Traceback (most recent call last):
 ...

@@ -17,6 +17,7 @@ import contextlib
 from typing import Callable
 
 from tfps import _tf
+from tfps.train import kernels, optim_math
 from tfps.train.params import FusedDense, dedup_lookups
 from tfps.train.staleness import Staleness
 
@@ -52,6 +53,10 @@ class StepFunctions:
         self.lookup_bounds: dict = {}  # variable ref -> most ids per batch (None: unknown)
         # Variable name -> "IndexedSlices" / the dense gradient's type, filled at trace time.
         self.gradient_types: dict[str, str] = {}
+        # The optimizer's kernels, run by tfps (rows de-duplicated on the worker, the step
+        # count advanced once per closure), or None: its own apply_gradients (DynamicEmbedding
+        # rows keep a clock per step; clipping and other optimizers are the optimizer's).
+        self.kernels = None if dynamic is not None else kernels.rule_or_none(optimizer)
 
     # ------------------------------------------------------------------------ parameters
     def probe(self, element_spec) -> None:
@@ -106,17 +111,36 @@ class StepFunctions:
         self.gradient_types = {v.name: type(g).__name__ for v, g in zip(self.variables, grads)}
         return loss, grads, read_version
 
-    def apply(self, grads, read_version):
+    def apply(self, grads, read_version, step=None):
         """Pushes `grads` (None entries skipped; a fused variable's travel in its buffer's
-        one flat gradient); returns the update's staleness τ."""
+        one flat gradient); returns the update's staleness τ. With `step` (the update's count,
+        a tensor) and `kernels`, the optimizer's kernels run at that step and the caller
+        advances ``optimizer.iterations``; otherwise the optimizer's `apply_gradients`."""
         fused = set() if self.fused is None else {v.ref() for v in self.fused.variables}
         pairs = [(g, v) for g, v in zip(grads, self.variables)
                  if g is not None and v.ref() not in fused]
         if fused:
             by_var = {v.ref(): g for g, v in zip(grads, self.variables) if v.ref() in fused}
             pairs += list(zip(self.fused.gradients_from_vars(by_var), self.fused.buffers))
-        return self.staleness.count([g for g, _ in pairs], read_version,
-                                    lambda: self.optimizer.apply_gradients(pairs))
+        if step is None or self.kernels is None:
+            update = lambda: self.optimizer.apply_gradients(pairs)  # noqa: E731
+        else:
+            update = lambda: self._run_kernels(pairs, step)  # noqa: E731
+        return self.staleness.count([g for g, _ in pairs], read_version, update)
+
+    def _run_kernels(self, pairs, step):
+        """The optimizer's kernels on each variable's ps. Rows are de-duplicated here, on the
+        worker, as the optimizer would on the ps before its sparse kernel."""
+        rule, updates = self.kernels, []
+        for g, var in pairs:
+            slots = [s.handle for s in optim_math.slots_of(self.optimizer, rule.rule, var)]
+            if isinstance(g, tf.IndexedSlices):
+                rows, index = tf.unique(g.indices)
+                summed = tf.math.unsorted_segment_sum(g.values, index, tf.size(rows))
+                updates.append(rule.sparse(var.handle, slots, summed, rows, step, var.dtype))
+            else:
+                updates.append(rule.dense(var.handle, slots, g, step))
+        return tf.group(updates)
 
     def row_scope(self, tape):
         """The step scope of `DynamicEmbedding` lookups (yields their recorder), or a no-op
@@ -131,10 +155,10 @@ class StepFunctions:
             return contextlib.nullcontext()
         return _tf.cache_variable_reads(self.variables)
 
-    def replica_step(self, batch):
-        """One whole step: ``(loss, τ)``."""
+    def replica_step(self, batch, step=None):
+        """One whole step: ``(loss, τ)`` (`step`: see `apply`)."""
         loss, grads, read_version = self.replica_gradients(batch)
-        return loss, self.apply(grads, read_version)
+        return loss, self.apply(grads, read_version, step)
 
 
 class PerStepClosure:
@@ -169,12 +193,20 @@ class PerStepClosure:
         self.traced_graph = tf.compat.v1.get_default_graph()
         total = tf.constant(0.0)
         taus = tf.TensorArray(tf.int64, size=num_steps)
+        iterations = steps.optimizer.iterations
         with steps.reads_scope():
             batch_at = self.data.batches(feed_args, num_steps)
+            step0 = None
+            if steps.kernels is not None:  # read only if an update depends on it
+                step0 = (iterations.read_value() if steps.kernels.uses_step else
+                         tf.constant(0, tf.int64))
             for i in tf.range(num_steps):
-                loss, tau = steps.strategy.run(steps.replica_step, args=(batch_at(i),))
+                step = None if step0 is None else step0 + tf.cast(i, tf.int64)
+                loss, tau = steps.strategy.run(steps.replica_step, args=(batch_at(i), step))
                 total += loss
                 taus = taus.write(i, tau)
+            if step0 is not None:  # one count for the closure's updates
+                iterations.assign_add(tf.cast(num_steps, tf.int64))
         return total / tf.cast(num_steps, tf.float32), taus.stack()
 
 
