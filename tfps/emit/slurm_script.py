@@ -183,7 +183,7 @@ def _outcome(spec) -> list[str]:
     other = "|".join(str(c) for c in RETRYABLE_EXIT_CODES if c != exit_codes.PREEMPTED)
     requeue = [
         "  # Preempted (checkpointed on request): requeue; another retryable exit "
-        f"(tfps.exit_codes):",
+        "(tfps.exit_codes):",
         f"  # requeue too, while the job has been requeued fewer than {MAX_RETRIES} times.",
         '  case "$status" in',
         f'    {exit_codes.PREEMPTED}) why="the chief checkpointed and exited '
