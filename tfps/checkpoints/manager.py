@@ -16,7 +16,9 @@ import os
 import shutil
 
 from tfps import _tf
-from tfps.checkpoints.layout import MODEL_KEY, is_trainer_checkpoint
+from tfps.checkpoints import lease as leases
+from tfps.checkpoints import storage
+from tfps.checkpoints.layout import CHECKPOINT_SUBDIR, MODEL_KEY, is_trainer_checkpoint
 from tfps.strategy import is_keras3, tf_variable
 
 tf = _tf.require()
@@ -57,6 +59,10 @@ def trackable(obj):
 class Checkpoints:
     """A `tf.train.CheckpointManager` over ``objects``, restoring under the strategy's scope.
 
+    The writer of a run: it takes the lease of the run's ``model_dir`` first
+    (`tfps.checkpoints.lease`: a second job on the same directory exits 2), and a save that
+    fails on storage ends the process with one line (`tfps.checkpoints.storage`).
+
     Args:
       strategy: the strategy the objects' variables belong to.
       coordinator: its `ClusterCoordinator` (every closure is joined before a save).
@@ -69,6 +75,14 @@ class Checkpoints:
     def __init__(self, *, strategy, coordinator, directory: str, max_to_keep: int, **objects):
         self._strategy, self._coordinator = strategy, coordinator
         self.directory = directory
+        # The lease covers the whole run: model_dir holds checkpoints/ and TensorBoard's files.
+        run_dir = (os.path.dirname(directory) if os.path.basename(directory) == CHECKPOINT_SUBDIR
+                   else directory)
+        try:
+            self.lease = leases.acquire(run_dir)
+        except OSError as e:
+            reason = storage.storage_error(e) or e.strerror or str(e)
+            raise storage.fail("model_dir", run_dir, reason, "nothing was written") from None
         # One traced write for every save (TF traces one per save and every ps keeps each).
         self.checkpoint = _tf.traced_write_checkpoint(
             **{name: trackable(obj) for name, obj in objects.items()})
@@ -94,9 +108,27 @@ class Checkpoints:
         return path
 
     def save(self, number: int) -> str:
-        """Joins every scheduled closure, writes checkpoint `number`, cleans stale temps."""
+        """Joins every scheduled closure, writes checkpoint `number`, cleans stale temps.
+
+        Raises:
+          tfps.checkpoints.lease.LeaseLost: another job took this run's ``model_dir`` over.
+          tfps.checkpoints.storage.StorageFailed: the storage refused the write (one line
+            printed; the partial checkpoint removed; the previous one is intact).
+        """
         self._coordinator.join()
-        path = self._manager.save(checkpoint_number=number)
+        self.lease.check()
+        try:
+            path = self._manager.save(checkpoint_number=number)
+        except (tf.errors.OpError, OSError) as e:
+            reason = storage.storage_error(e)
+            if reason is None:
+                raise
+            self.remove_stale_temps()
+            latest = self.latest
+            kept = (f"the last good checkpoint is {os.path.basename(latest)}" if latest
+                    else "no checkpoint was written before")
+            raise storage.fail("checkpoint", os.path.join(self.directory, f"ckpt-{number}"),
+                               reason, kept) from None
         self.remove_stale_temps()
         return path
 

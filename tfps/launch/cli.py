@@ -34,6 +34,7 @@ _MAX_COUNT = 10_000
 _MAX_GPUS = 64
 _MAX_RESTARTS = 10_000
 _MAX_GRACE_S = 3600.0
+_MAX_HANG_S = 86400.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
                    help="one log file per task (default: tfps_logs/<date>-<time>-<pid>)")
     g.add_argument("--verbose", action="store_true", default=None,
                    help="keep TF's C++ INFO/WARNING logs")
+    g.add_argument("--metrics-port", type=_cli.int_in(1, 65535), metavar="PORT",
+                   help="serve the chief's Prometheus metrics at "
+                        "http://127.0.0.1:PORT/metrics on this host (default: nothing listens)")
     g.add_argument("--dry-run", action="store_true", default=None,
                    help="print each task's TF_CONFIG, command and env as JSON; start nothing")
     g = p.add_argument_group("fault tolerance")
@@ -79,6 +83,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--grace-period", type=_cli.seconds_in(_MAX_GRACE_S), metavar="S",
                    help="seconds between SIGTERM and SIGKILL when ending a task (default "
                         f"{_config.DEFAULT_GRACE_PERIOD:g})")
+    g.add_argument("--hang-timeout", type=_cli.seconds_in(_MAX_HANG_S), metavar="S",
+                   help="a task with no progress for S seconds is hung: killed and restarted "
+                        "(default "
+                        f"{_config.DEFAULT_HANG_TIMEOUT:g}; the chief allows slow closures "
+                        "more, 10x the slowest it saw)")
     g.add_argument("--inject-fault", action="append", metavar="TASK@TIME",
                    help="SIGKILL TASK at TIME after start, e.g. worker:0@30s (repeatable)")
     from tfps.emit import cli as emit_cli  # noqa: PLC0415 - their flags, not their work
@@ -117,6 +126,19 @@ def _check_ports(plans: Sequence[TaskPlan]) -> None:
                               f"this host")
 
 
+def _metrics_socket(config: LaunchConfig, plans: Sequence[TaskPlan]):
+    """The listening socket of ``--metrics-port``, where the chief runs here; else None."""
+    if config.metrics_port is None or not any(p.task.type == "chief" for p in plans):
+        return None
+    from tfps.launch.run import metrics_http
+
+    try:
+        return metrics_http.listen(config.metrics_port)
+    except OSError as e:
+        raise ConfigError(f"--metrics-port {config.metrics_port}: cannot listen on "
+                          f"127.0.0.1:{config.metrics_port} ({e.strerror or e})") from None
+
+
 # What `Cluster.source` says of a cluster an engine described (``--from-env``): TF_CONFIG
 # (Kubeflow's TFJob, Volcano), a Slurm step, a JobSet pod (Kubeflow Trainer v2).
 _ENGINE_SOURCES = ("TF_CONFIG", "Slurm", "JobSet")
@@ -137,6 +159,7 @@ def run(config: LaunchConfig, early_signals: list | None = None) -> int:
     from tfps.launch.run.supervisor import Supervisor
 
     plans = plan(config)
+    metrics = _metrics_socket(config, plans)  # before the private network: the host's loopback
     reason = None
     if config.private_network:
         # Before any thread or child exists: the namespace is inherited by every task.
@@ -167,8 +190,8 @@ def run(config: LaunchConfig, early_signals: list | None = None) -> int:
     try:
         return Supervisor(plans, output, max_restarts=config.max_restarts,
                           grace_period=config.grace_period, faults=config.faults,
-                          early_signals=early_signals,
-                          watch_peers=watch_peers(config)).run()
+                          early_signals=early_signals, hang_timeout=config.hang_timeout,
+                          metrics=metrics, watch_peers=watch_peers(config)).run()
     finally:
         pids.close()
 

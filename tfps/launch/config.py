@@ -26,6 +26,7 @@ from tfps.emit import cli as emit_cli
 from tfps.emit.job import JobSpec
 from tfps.errors import ClusterSpecError, ConfigError
 from tfps.launch.run import scripts
+from tfps.launch.run.channel import DEFAULT_HANG_TIMEOUT
 from tfps.launch.run.plan import SCRIPT_ROLES, Fault, label, parse_fault
 
 __all__ = ["DoctorConfig", "EmitConfig", "LaunchConfig", "UsageError", "config_from_args"]
@@ -35,6 +36,8 @@ DEFAULT_MAX_RESTARTS = 3
 # Seconds between SIGTERM and SIGKILL when a task is ended (--grace-period): time for a
 # chief to finish a checkpoint it is writing.
 DEFAULT_GRACE_PERIOD = 5.0
+# The shortest --hang-timeout: below it a task merely slow to answer would count as hung.
+_MIN_HANG_S = 2.0
 
 # The config of ``--emit``: the engine's typed spec (`tfps.emit.tfjob.TFJobSpec`, ...).
 EmitConfig = JobSpec
@@ -42,7 +45,8 @@ EmitConfig = JobSpec
 # Flags (argparse dests) each mode accepts. Anything else given is refused.
 _CLUSTER = {"num_ps", "num_workers", "evaluator", "spec"}
 _LAUNCH = _CLUSTER | {"task", "from_env", "gpus_per_worker", "network", "log_dir", "verbose",
-                      "dry_run", "max_restarts", "grace_period", "inject_fault"}
+                      "dry_run", "max_restarts", "grace_period", "inject_fault", "hang_timeout",
+                      "metrics_port"}
 _DOCTOR = {"num_ps", "num_workers", "spec", "doctor", "model_bytes", "ps_memory"}
 # How each dest is spelled on the command line, for messages.
 _FLAG = {"slurm_time": "--time"}
@@ -69,6 +73,8 @@ class LaunchConfig:
     max_restarts: int = DEFAULT_MAX_RESTARTS
     grace_period: float = DEFAULT_GRACE_PERIOD
     faults: tuple[Fault, ...] = ()
+    hang_timeout: float = DEFAULT_HANG_TIMEOUT  # seconds without progress: hung
+    metrics_port: int | None = None  # the chief's metrics at 127.0.0.1:PORT (--metrics-port)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +263,10 @@ def _launch_config(args) -> LaunchConfig:
         _check_hosts_are_here(cluster)
     if args.log_dir is not None and not args.log_dir.strip():
         raise UsageError(f"--log-dir {_cli.quote(args.log_dir)}: not a directory name")
+    if args.hang_timeout is not None and args.hang_timeout < _MIN_HANG_S:
+        raise UsageError(f"--hang-timeout {args.hang_timeout:g}: at least {_MIN_HANG_S:g} "
+                         f"seconds (a live task answers within milliseconds, but a loaded one "
+                         f"may take a second)")
     faults = tuple(parse_fault(text) for text in args.inject_fault or ())
     for fault in faults:
         if fault.task not in tasks:
@@ -269,5 +279,7 @@ def _launch_config(args) -> LaunchConfig:
         dry_run=bool(args.dry_run),
         max_restarts=DEFAULT_MAX_RESTARTS if args.max_restarts is None else args.max_restarts,
         grace_period=DEFAULT_GRACE_PERIOD if args.grace_period is None else args.grace_period,
-        faults=faults)
+        faults=faults,
+        hang_timeout=DEFAULT_HANG_TIMEOUT if args.hang_timeout is None else args.hang_timeout,
+        metrics_port=args.metrics_port)
 

@@ -40,7 +40,7 @@ import numpy as np
 from tfps import _tf, errors, exit_codes, policy, validate
 from tfps.errors import ConfigError
 from tfps.strategy import make_coordinator, shards, variable_table
-from tfps.train import optimizers, traffic
+from tfps.train import health, optimizers, traffic
 from tfps.checkpoints import layout
 from tfps.data.iterators import IteratorInput
 from tfps.checkpoints.manager import Checkpoints
@@ -185,6 +185,9 @@ class Trainer:
         self._preemption = Preemption()
         self._loop = TrainLoop(trainer=side, options=options, model_dir=model_dir,
                                actions=actions, stop=self._preemption)
+        # Under tfps-launch: hang tracking per worker and live metrics (tfps.train.health).
+        self._health = health.attach(loop=self._loop, coordinator=self.coordinator,
+                                     num_workers=self._workers, traffic=self.traffic)
         self.restored_step = self.restore()
 
     @staticmethod

@@ -14,14 +14,20 @@ The rule, applied to every set of tasks found dead at once (pure, so it is unit-
   only tolerates worker failures), so the ps *and* the chief are restarted; the chief resumes
   from its latest checkpoint.
 * the **evaluator** exiting 0 is normal (it finished); any other death restarts it.
+* a task **hangs** (`tfps.launch.run.hangs`: a ps or worker that stops answering GetStatus,
+  a worker holding a closure with no completion, a chief whose reports stop): the launcher
+  kills it, and it counts as dead, by the rules above; the table says ``hung (no progress
+  for 63 s)``.
 * one task per launcher (``--from-env``): a ps on another host is watched by the chief's
   launcher (`tfps.launch.run.peers`). A chief that exits with a code after a ps of its cluster
   became unreachable failed because of it: it is restarted once every ps listens again, and
   resumes from its checkpoint. The lost ps is the root cause in the table.
 
 Each such event uses one restart of the ``--max-restarts`` budget. With the budget spent (or
-``--max-restarts 0``) the launcher ends the cluster and exits 1 (the chief's own exit code
-passes through as above), printing the failure table, root cause (the first failure) first.
+``--max-restarts 0``) the launcher ends the cluster and exits `EXIT_GAVE_UP`
+(`tfps.exit_codes.RETRYABLE`, 143: a fresh start can cure a lost or hung task, and schedulers
+retry it); the chief's own exit code passes through as above. It prints the failure table,
+root cause (the first failure) first.
 """
 
 from __future__ import annotations
@@ -30,18 +36,24 @@ import dataclasses
 import signal
 from typing import Sequence
 
+from tfps import exit_codes
 from tfps.cluster import TaskId
 from tfps.launch.run.plan import label
 
-__all__ = ["Death", "Decision", "Failure", "decide", "describe_exit", "failure_table"]
+__all__ = ["EXIT_GAVE_UP", "Death", "Decision", "Failure", "decide", "describe_exit",
+           "failure_table"]
 
-# The launcher's exit code when it gives up on a failed task (the chief's own code passes).
-EXIT_FAILED = 1
+# The launcher's exit code when it gives up on lost or hung tasks (the chief's own code
+# passes): retryable, a fresh start can cure it.
+EXIT_GAVE_UP = exit_codes.RETRYABLE
 
 
-def describe_exit(returncode: int | None) -> str:
+def describe_exit(returncode: int | None, hung: str | None = None) -> str:
     """``SIGKILL`` for a death by signal 9 (Popen's -9), ``exit code 3`` otherwise;
-    ``unreachable`` for a task on another host that stopped accepting connections."""
+    ``unreachable`` for a task on another host that stopped accepting connections;
+    ``hung (no progress for 63 s)`` for a task the launcher killed because it hung."""
+    if hung:
+        return f"hung ({hung})"
     if returncode is None:
         return "unreachable"
     if returncode < 0:
@@ -55,10 +67,12 @@ def describe_exit(returncode: int | None) -> str:
 @dataclasses.dataclass(frozen=True)
 class Death:
     """A task found dead, with Popen's returncode (negative: killed by that signal); None
-    for a task of another launcher found unreachable."""
+    for a task of another launcher found unreachable. `hung`: why the launcher killed it
+    (``no progress for 63 s``), None for a death of its own."""
 
     task: TaskId
     returncode: int | None
+    hung: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +142,7 @@ class Failure:
     returncode: int | None  # None: found unreachable
     elapsed: float  # seconds since the launcher started the cluster
     restarted: bool = False
+    hung: str | None = None  # the launcher killed it: it hung (`Death.hung`)
 
 
 def failure_table(failures: Sequence[Failure]) -> str:
@@ -137,12 +152,15 @@ def failure_table(failures: Sequence[Failure]) -> str:
     tfps-launch: failures (root cause first):
       task  role  index  pid  exit     after  action
       ps:0  ps    0      41   SIGKILL  12.5s  restarted  <- root cause
+    >>> print(failure_table([Failure(TaskId("worker", 1), 7, -9, 80.0, True,
+    ...                              hung="no progress for 63 s")]).splitlines()[2])
+      worker:1  worker  1      7    hung (no progress for 63 s)  80.0s  restarted  <- root cause
     """
     rows = [("task", "role", "index", "pid", "exit", "after", "action")]
     for f in failures:
         rows.append((label(f.task), f.task.type, str(f.task.index),
                      "-" if f.pid is None else str(f.pid),
-                     describe_exit(f.returncode), f"{f.elapsed:.1f}s",
+                     describe_exit(f.returncode, f.hung), f"{f.elapsed:.1f}s",
                      "restarted" if f.restarted else "-"))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["tfps-launch: failures (root cause first):"]

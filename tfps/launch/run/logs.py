@@ -19,16 +19,18 @@ from typing import IO, Iterable
 __all__ = ["Output", "check_log_dir", "default_log_dir", "gpu_absent", "is_noise",
            "log_file_name"]
 
-# INFO lines TF 2.21 prints in every process before absl's C++ logging is initialized, so
-# TF_CPP_MIN_LOG_LEVEL=2 does not hide them. Unless --verbose, they are kept out of the
-# terminal (log files keep everything).
-_NOISE = re.compile(rb"WARNING: All log messages before absl::InitializeLog\(\) is called"
-                    rb"|cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine")
-# The CUDA probe of every TF process on a machine without an NVIDIA GPU: an ERROR-level line
-# (`E0000 ... cuda_platform.cc:52] failed call to cuInit: ... UNKNOWN ERROR (303)`), so
-# TF_CPP_MIN_LOG_LEVEL=2 lets it through. Hidden from the terminal only where no NVIDIA
-# device exists (`gpu_absent`): on a GPU machine a failed cuInit is news.
-_NO_GPU_NOISE = re.compile(rb"\] failed call to cuInit: ")
+# TF's C++ log lines in glog form: severity, month and day, time, thread, file:line, ``]``:
+# ``I0000 00:00:1765011234.123456   12345 port.cc:153] oneDNN custom operations are on ...``.
+# TF prints them through absl before absl's logging is initialized (month-day ``0000``), so
+# TF_CPP_MIN_LOG_LEVEL=2 does not hide them, and which ones appear depends on the CPU (oneDNN,
+# CPU features, CUDA probes): the class is filtered, not a list of texts.
+_GLOG = re.compile(rb"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\s:\]]+:\d+\] ")
+# absl's banner before the first of those lines.
+_BANNER = re.compile(rb"^WARNING: All log messages before absl::InitializeLog\(\) is called")
+# The CUDA probe of every TF process (`E0000 ... cuda_platform.cc:52] failed call to cuInit:
+# ... UNKNOWN ERROR (303)`): noise where no NVIDIA device exists (`gpu_absent`); on a GPU
+# machine a failed cuInit is news, so it is shown.
+_CUINIT = re.compile(rb"\] failed call to cuInit: ")
 # Device nodes the NVIDIA driver creates (also inside containers that are given a GPU).
 _NVIDIA_DEVICES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia")
 
@@ -38,9 +40,29 @@ def gpu_absent() -> bool:
     return not any(os.path.exists(p) for p in _NVIDIA_DEVICES)
 
 
-def is_noise(line: bytes, no_gpu: bool) -> bool:
-    """True for a TF start-up line that the terminal does not show (unless --verbose)."""
-    return bool(_NOISE.search(line) or (no_gpu and _NO_GPU_NOISE.search(line)))
+def is_noise(line: bytes, no_gpu: bool, starting: bool = True) -> bool:
+    """True for a TF C++ log line that the terminal does not show (unless --verbose).
+
+    INFO and WARNING lines in glog form never (TF_CPP_MIN_LOG_LEVEL=2 meant to hide them);
+    ERROR lines while the task is `starting` (before its first line of its own), but a failed
+    cuInit on a machine with a GPU; FATAL lines always show.
+
+    >>> is_noise(b"I0000 00:00:1765011234.123456   12345 port.cc:153] oneDNN ...", True)
+    True
+    >>> is_noise(b"train | step: 100", True)
+    False
+    """
+    if _BANNER.match(line):
+        return True
+    found = _GLOG.match(line)
+    if found is None:
+        return False
+    severity = found.group(1)
+    if severity in (b"I", b"W"):
+        return True
+    if severity == b"E" and _CUINIT.search(line):
+        return no_gpu
+    return severity == b"E" and starting
 
 
 # Bytes read from a task's pipe at a time.
@@ -168,8 +190,10 @@ class Output:
             s.log.flush()
         except (OSError, ValueError):
             pass
-        if not self._verbose and is_noise(line, self._no_gpu):
+        if not self._verbose and is_noise(line, self._no_gpu, s.starting):
             return
+        if s.starting and line.strip():
+            s.starting = False
         _safe_write(self._out, (s.prefix + line).decode("utf-8", "replace"))
 
     def drain(self, timeout: float = 5.0) -> None:
@@ -188,6 +212,7 @@ class _Stream:
     def __init__(self, stream: IO[bytes], prefix: bytes, log: IO[bytes]):
         self.stream, self.prefix, self.log = stream, prefix, log
         self.partial = b""
+        self.starting = True  # until the task's first line of its own (not TF's C++ logs)
 
 
 def _safe_write(stream: IO[str], text: str) -> None:

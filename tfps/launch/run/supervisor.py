@@ -12,9 +12,11 @@ SIGTERM and SIGHUP to the launcher end the whole cluster that way and the launch
 ``128 + signal``; a second one during that shutdown sends SIGKILL at once. SIGUSR1 (a
 preemption notice: Slurm's ``--signal=B:USR1@N``) is passed to the chief, which checkpoints at
 the next closure boundary and exits `tfps.exit_codes.PREEMPTED` (`tfps.train.preemption`); the
-launcher then ends the cluster and exits with that code. A SIGTERM repeated
-within `_REPEAT_WINDOW_S` counts as one: Slurm sends two at a time limit, back to back, and
-the tasks would otherwise lose their grace period (the time to save).
+launcher then ends the cluster and exits with that code (`tfps.launch.run.signals`: a SIGTERM
+repeated within 2 s counts as one).
+
+A task that hangs is killed and then treated as dead (`tfps.launch.run.hangs`); with
+``metrics``, the chief's metrics are served (`tfps.launch.run.metrics_http`).
 
 What a death means and what is restarted is decided by `tfps.launch.run.failures.decide`. With one
 task per launcher under an engine, the launchers also watch each other (`tfps.launch.run.peers`):
@@ -28,16 +30,16 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
 import time
 from typing import Sequence
 
 from tfps import exit_codes
 from tfps.cluster import TaskId
 from tfps.errors import TfpsError
-from tfps.launch.run.failures import (EXIT_FAILED, Death, Failure, decide, describe_exit,
-                                  failure_table)
-from tfps.launch.run import namespaces, peers
+from tfps.launch.run.failures import (EXIT_GAVE_UP, Death, Failure, decide, describe_exit,
+                                      failure_table)
+from tfps.launch.run import channel, hangs, namespaces, peers, signals
+from tfps.launch.run.metrics_http import MetricsServer
 from tfps.launch.run.logs import Output
 from tfps.launch.run.plan import Fault, TaskPlan, label
 
@@ -49,9 +51,6 @@ _POLL_S = 0.1
 _SETTLE_S = 0.5
 # After SIGKILL a process is gone at once unless stuck in the kernel; don't wait forever.
 _KILL_WAIT_S = 5.0
-_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# A SIGTERM this soon after the first is the same request (Slurm's pair at a time limit).
-_REPEAT_WINDOW_S = 2.0
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -92,12 +91,15 @@ class Supervisor:
       watch_peers: whether launchers of the same cluster watch each other (the module
         docstring); None: when this launcher runs some but not all of the cluster's tasks
         and an engine described them (`tfps.launch.run.peers.engine_launched`).
+      hang_timeout: seconds without progress after which a task is hung (``--hang-timeout``).
+      metrics: a listening socket to serve the chief's metrics on (``--metrics-port``).
     """
 
     def __init__(self, plans: Sequence[TaskPlan], output: Output, *, max_restarts: int = 3,
                  grace_period: float = 5.0, faults: Sequence[Fault] = (),
                  early_signals: Sequence[int] | None = None,
-                 watch_peers: bool | None = None):
+                 watch_peers: bool | None = None,
+                 hang_timeout: float = channel.DEFAULT_HANG_TIMEOUT, metrics=None):
         order = {"ps": 0, "worker": 1, "chief": 2, "evaluator": 3}
         self._tasks = sorted((_Task(p) for p in plans),
                              key=lambda t: (order[t.plan.task.type], t.plan.task.index))
@@ -109,39 +111,41 @@ class Supervisor:
         self._restarts = 0
         self._failures: list[Failure] = []
         self._t0 = time.monotonic()
-        self._stop_signal: int | None = None
-        self._usr1 = 0  # SIGUSR1s not yet passed to the chief
-        self._stopping = False
-        self._force = False
+        self._signals = signals.Signals(early_signals or ())
         self._force_reported = False
-        self._early = early_signals if early_signals is not None else []
         self._child_setup = namespaces.death_signal_setup()
-        self._first_term: float | None = None
-        self._repeats = 0
         self._final: int | None = None  # the chief's outcome, once decided for good
         self._waiting: tuple[list[_Task], float] | None = None  # restart after a lost ps
-        self._ps_watch, self._chief_watch, self._beacon = peers.watches(
-            plans, peers.engine_launched() if watch_peers is None else watch_peers)
+        engine = peers.engine_launched() if watch_peers is None else watch_peers
+        self._ps_watch, self._chief_watch, self._beacon = peers.watches(plans, engine)
+        self._hangs = hangs.HangWatch(plans, timeout=hang_timeout, metrics=metrics is not None,
+                                      peers=engine)
+        self._metrics = None if metrics is None else MetricsServer(metrics,
+                                                                   self._hangs.metrics_file)
 
     # ------------------------------------------------------------------------------- public
     def run(self) -> int:
         """Runs the cluster to its end; returns the launcher's exit code."""
-        saved = self._install_signal_handlers()
-        if self._early and self._stop_signal is None:
-            self._stop_signal = self._early[0]
-        code = EXIT_FAILED
+        self._signals.install()
+        code = exit_codes.FAILED
+        if self._hangs.relay_problem:
+            self._out.log_only(f"hangs of this task found by the chief cannot reach this "
+                               f"launcher ({self._hangs.relay_problem})")
         try:
             self._t0 = time.monotonic()
             for task in self._tasks:
-                if self._stop_signal is not None:
+                if self._signals.stop is not None:
                     break
                 self._start(task)
             code = self._loop()
         finally:
-            self._stopping = True
+            self._signals.stopping = True
             self._end(self._tasks)
             self._announce()
-            self._restore_signal_handlers(saved)
+            self._hangs.close()
+            if self._metrics is not None:
+                self._metrics.close()
+            self._signals.restore()
             self._out.drain()  # task output first, then the summary
             if self._failures:
                 self._out.event(failure_table(self._failures))
@@ -152,19 +156,9 @@ class Supervisor:
         return code
 
     # ------------------------------------------------------------------------------ signals
-    def _install_signal_handlers(self) -> dict:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        saved = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED_SIGNALS}
-        saved[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._on_usr1)
-        return saved
-
-    def _on_usr1(self, signum, frame) -> None:
-        self._usr1 += 1  # the main loop passes it on
-
     def _pass_usr1(self) -> None:
         """Passes a SIGUSR1 the launcher got to the chief (a preemption notice)."""
-        self._usr1, chief = 0, self._by_id.get(TaskId("chief", 0))
+        self._signals.usr1, chief = 0, self._by_id.get(TaskId("chief", 0))
         if chief is None or not chief.running:
             return self._out.event("got SIGUSR1: no chief runs here; ignored")
         self._out.event(f"got SIGUSR1: passing it to {chief.label} (checkpoint, then exit "
@@ -172,35 +166,17 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             os.kill(chief.proc.pid, signal.SIGUSR1)
 
-    @staticmethod
-    def _restore_signal_handlers(saved: dict) -> None:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum, frame) -> None:
-        # Only flags here: the main loop (which polls every _POLL_S) acts and prints.
-        now = time.monotonic()
-        if signum == signal.SIGTERM:
-            if self._first_term is not None and now - self._first_term < _REPEAT_WINDOW_S:
-                self._repeats += 1
-                return
-            self._first_term = now
-        if self._stop_signal is not None or self._stopping:
-            self._force = True
-        else:
-            self._stop_signal = signum
-
     def _announce(self) -> None:
         """Tells the other launchers that the chief is done (`tfps.launch.run.peers`)."""
-        if self._repeats:
-            self._out.log_only(f"SIGTERM repeated {self._repeats}x within "
-                               f"{_REPEAT_WINDOW_S:g}s of the first: counted as one")
-        if self._beacon is None or self._final is None or self._force:
+        if self._signals.repeats:
+            self._out.log_only(f"SIGTERM repeated {self._signals.repeats}x within "
+                               f"{signals.REPEAT_WINDOW_S:g}s of the first: counted as one")
+        if self._beacon is None or self._final is None or self._signals.force:
             return
         port, others = self._beacon
         try:
             acked = peers.announce(port, self._final, others,
-                                   stop=lambda: self._stop_signal is not None or self._force)
+                                   stop=lambda: self._signals.stop is not None or self._signals.force)
         except OSError as e:
             self._out.event(f"cannot tell the other tasks that the chief is done (port {port}: "
                             f"{e.strerror or e}); they run until the engine ends them")
@@ -220,8 +196,9 @@ class Supervisor:
         header = f"restart {self._restarts}/{self._max_restarts}" if restart else None
         log = self._out.open_task_log(task.label, header)
         try:
+            env = {**os.environ, **task.plan.env, **self._hangs.env_for(task.plan.task)}
             task.proc = subprocess.Popen(
-                task.plan.command, env={**os.environ, **task.plan.env},
+                task.plan.command, env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=self._child_setup)
         except OSError as e:
@@ -229,6 +206,7 @@ class Supervisor:
             raise TfpsError(f"cannot start {task.label} ({' '.join(task.plan.command)}): "
                             f"{e.strerror or e}") from None
         task.running = True
+        self._hangs.started(task.plan.task)
         self._out.pump(task.proc.stdout, task.label, log)
         note = f" ({header})" if restart else ""
         self._out.event(f"started {task.label} pid={task.proc.pid} "
@@ -240,11 +218,11 @@ class Supervisor:
         for t in live:
             _killpg(t.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self._grace
-        while not self._force and time.monotonic() < deadline:
+        while not self._signals.force and time.monotonic() < deadline:
             if all(t.proc.poll() is not None for t in live):
                 break
             self._out.poll(_POLL_S)
-        if self._force and not self._force_reported:
+        if self._signals.force and not self._force_reported:
             self._force_reported = True
             self._out.event("second signal: killing every task now (SIGKILL)")
         for t in live:
@@ -264,22 +242,24 @@ class Supervisor:
     # ------------------------------------------------------------------------------- loop
     def _loop(self) -> int:
         code = self._watch()
-        self._final = code if self._stop_signal is None else None
+        self._final = code if self._signals.stop is None else None
         return code
 
     def _watch(self) -> int:
         while True:
-            if self._stop_signal is not None:
-                name = signal.Signals(self._stop_signal).name
+            if self._signals.stop is not None:
+                name = signal.Signals(self._signals.stop).name
                 self._out.event(f"got {name}; ending the cluster")
-                return 128 + self._stop_signal
+                return 128 + self._signals.stop
             self._fire_faults()
-            if self._usr1:
+            if self._signals.usr1:
                 self._pass_usr1()
             code = self._watch_peers()
             if code is not None:
                 return code
-            deaths = self._collect_deaths()
+            if self._metrics is not None:
+                self._metrics.serve()
+            deaths = self._collect_deaths() + self._kill_hung()
             if any(d.task.type == "chief" and d.returncode > 0 for d in deaths):
                 # A chief failing because a ps died may exit just before the launcher sees
                 # that ps dead; look again so the ps, not the chief, is the root cause.
@@ -318,7 +298,7 @@ class Supervisor:
         elif time.monotonic() > deadline:
             self._out.event(f"{_and_join([label(t) for t in down])} did not come back within "
                             f"{peers.PS_RETURN_S:g}s; ending the cluster")
-            return EXIT_FAILED
+            return EXIT_GAVE_UP
         return None
 
     def _collect_deaths(self) -> list[Death]:
@@ -327,6 +307,30 @@ class Supervisor:
             if task.running and task.proc.poll() is not None:
                 self._reap(task)
                 deaths.append(Death(task.plan.task, task.proc.returncode))
+        return deaths
+
+    def _kill_hung(self) -> list[Death]:
+        """Kills the tasks here found hung; returns them as deaths (`tfps.launch.run.hangs`)."""
+        deaths = []
+        for hang in self._hangs.poll(lambda t: t in self._by_id and self._by_id[t].running):
+            task = self._by_id.get(hang.task)
+            if hang.elsewhere:
+                self._out.event(f"{label(hang.task)} hung ({hang.how}); asked its launcher at "
+                                f"{hang.elsewhere} to restart it")
+            if task is None or not task.running:
+                continue
+            self._out.log_only(f"{task.label} pid={task.proc.pid} hung: {hang.how}; killing it")
+            chief = self._by_id.get(TaskId("chief", 0))
+            # A hung ps: the chief restarts with it (failures.decide); killed first, it does
+            # not print the traceback of the ps's death.
+            gone = [chief, task] if task.plan.task.type == "ps" and chief and chief.running \
+                else [task]
+            for t in gone:
+                _killpg(t.proc.pid, signal.SIGKILL)  # a stopped process dies of it too
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    t.proc.wait(_KILL_WAIT_S)
+                self._reap(t)
+            deaths.append(Death(hang.task, task.proc.returncode, hung=hang.why))
         return deaths
 
     def _fire_faults(self) -> None:
@@ -349,7 +353,8 @@ class Supervisor:
         for d in decision.failures:
             here = self._by_id.get(d.task)
             self._failures.append(Failure(d.task, here.proc.pid if here else None,
-                                          d.returncode, elapsed, restarted=restarting))
+                                          d.returncode, elapsed, restarted=restarting,
+                                          hung=d.hung))
         if decision.action == "continue":
             for d in deaths:
                 self._out.event(f"{label(d.task)} finished ({describe_exit(d.returncode)})")
@@ -358,14 +363,15 @@ class Supervisor:
             self._out.event(f"chief exited with code {decision.code}; ending the cluster")
             return decision.code
         died = ", ".join(f"{label(d.task)} became unreachable ({self._ps_watch.why(d.task)})"
-                         if d.returncode is None else
-                         f"{label(d.task)} died ({describe_exit(d.returncode)})"
+                         if d.returncode is None and not d.hung else
+                         f"{label(d.task)} {'hung' if d.hung else 'died'} "
+                         f"({d.hung or describe_exit(d.returncode)})"
                          for d in decision.failures)
         if not restarting:
             why = ("restarts are disabled (--max-restarts 0)" if self._max_restarts == 0
                    else f"restart budget spent ({self._restarts}/{self._max_restarts})")
             self._out.event(f"{died}; {why}; ending the cluster")
-            return EXIT_FAILED
+            return EXIT_GAVE_UP
         self._restarts += 1
         names = _and_join([label(t) for t in decision.restart])
         tasks = [self._by_id[t] for t in decision.restart]
@@ -381,7 +387,7 @@ class Supervisor:
                         f"(restart {self._restarts}/{self._max_restarts})")
         self._end([t for t in tasks if t.running])  # the chief, after a ps died
         for task in tasks:
-            if self._stop_signal is not None:  # asked to stop meanwhile: the loop ends all
+            if self._signals.stop is not None:  # asked to stop meanwhile: the loop ends all
                 break
             self._start(task)
         return None
