@@ -23,7 +23,7 @@ import importlib.metadata
 import inspect
 
 from tfps import _tf_checkpoint, _tf_coordinator
-from tfps._tf_coordinator import closure_name, track_closures  # the door's rooms
+from tfps._tf_coordinator import closure_name, track_closures, unblock_exit  # rooms
 from tfps._tf_keras import keras_binding
 from tfps.errors import TensorFlowCompatibilityError
 

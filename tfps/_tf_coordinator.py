@@ -11,14 +11,17 @@ its closures on one thread of its own (`Worker._process_queue` calls
 ``self._process_closure(closure)`` for each), and that thread ends each closure through the
 queue: `_CoordinatedClosureQueue.mark_finished` (done), `put_back` (the worker failed, or a
 transient error: the closure runs again, maybe elsewhere) or `mark_failed` (the error goes to
-the user); `Closure._concrete_function` / `Closure._function`, the function a closure runs.
+the user); `Closure._concrete_function` / `Closure._function`, the function a closure runs;
+`Cluster.failure_handler` (a `WorkerPreemptionHandler`), whose thread holds
+``_cluster_update_lock`` while it reconnects to a restarted worker (`update_server_def`), and
+whose `stop` takes that lock.
 """
 
 from __future__ import annotations
 
 import threading
 
-__all__ = ["closure_name", "track_closures", "trackable"]
+__all__ = ["closure_name", "track_closures", "trackable", "unblock_exit"]
 
 _OUTCOMES = (("mark_finished", "done"), ("put_back", "put_back"), ("mark_failed", "failed"))
 # Set on a tracked Cluster: tracking twice would report every closure twice.
@@ -31,7 +34,11 @@ def trackable(module) -> bool:
     queue = getattr(module, "_CoordinatedClosureQueue", None)
     process = getattr(worker, "_process_closure", None)  # pylint: disable=protected-access
     loop = getattr(worker, "_process_queue", None)  # pylint: disable=protected-access
+    handler = getattr(module, "WorkerPreemptionHandler", None)
     return (callable(process) and callable(loop)
+            and "_cluster_update_lock" in handler.__init__.__code__.co_names
+            and "_cluster_update_lock" in handler.stop.__code__.co_names
+            and "failure_handler" in module.Cluster.__init__.__code__.co_names
             and "_process_closure" in loop.__code__.co_names
             and all(callable(getattr(queue, name, None)) for name, _ in _OUTCOMES)
             and "_cluster" in module.ClusterCoordinator.__init__.__code__.co_names
@@ -84,3 +91,27 @@ def closure_name(closure) -> str:
         function = getattr(closure, "_function", None)  # pylint: disable=protected-access
         name = getattr(function, "__name__", "?")
     return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def unblock_exit(coordinator_ref) -> bool:
+    """Lets the process exit while TF reconnects to a restarted worker; True if it was.
+
+    TF's coordinator stops its failure handler when it is collected (`ClusterCoordinator.
+    __del__`, at the interpreter's exit), and `WorkerPreemptionHandler.stop` takes the lock
+    that the handler's thread holds during `update_server_def`. That thread is a daemon: at
+    exit it is frozen the moment it needs the GIL again, lock held, and the exit waits for
+    the lock forever. Called at exit (`atexit`, before that), with a weak reference to the
+    coordinator: while a reconnection is in flight, `stop` no longer waits for it.
+    """
+    coordinator = coordinator_ref()
+    cluster = getattr(coordinator, "_cluster", None)  # pylint: disable=protected-access
+    handler = getattr(cluster, "failure_handler", None)
+    lock = getattr(handler, "_cluster_update_lock", None)  # pylint: disable=protected-access
+    if lock is None or not lock.locked():
+        return False
+
+    def stop():
+        handler._should_preemption_thread_run = False  # pylint: disable=protected-access
+
+    handler.stop = stop
+    return True

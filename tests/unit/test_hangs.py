@@ -122,6 +122,7 @@ def test_prober_counts_silence_only_after_a_first_answer(servers):
     clock.now += 42
     assert prober.silent_for("ps:0") == 42
     assert prober.silent_for("ps:1") == 0  # never answered: starting, not hung
+    assert prober.settled_since() is None  # not every task answers
     prober.restarted("ps:0")
     assert prober.silent_for("ps:0") == 0
     prober.close()
@@ -207,9 +208,18 @@ def test_hang_watch_reads_the_chief_report_once_per_episode(tmp_path):
     assert hang.task == TaskId("worker", 1) and hang.why == "no progress for 12 s"
     assert "said the chief" in hang.how and hang.elsewhere is None
     assert watch.poll(running) == []  # the same episode is acted on once
-    wall.now += 11  # the chief's reports stopped: it is hung
+    wall.now += 11  # the chief's reports stopped, but a server does not answer (yet):
+    assert watch.poll(running) == []  # TF may block the chief while it reconnects
+    settled = clock.now - 30  # every server has answered for 30 s
+    watch._prober.settled_since = lambda: settled
     [hang] = watch.poll(running)
     assert hang.task == TaskId("chief", 0) and "no report" in hang.how
+    settled = clock.now - 5  # a server came back 5 s ago: the chief gets the timeout again
+    assert watch.poll(running) == []
+    channel.write_atomic(path, channel.ChiefReport(heartbeat=4000.0, timeout=10.0,
+                                                   exiting=True).to_json().encode())
+    settled = clock.now - 30
+    assert watch.poll(running) == []  # exiting: TF's teardown may block it, not a hang
     env = watch.env_for(TaskId("chief", 0))  # a restarted chief reports elsewhere
     assert env[channel.HEALTH_FILE_ENV] != path
     assert watch.poll(running) == []
@@ -275,4 +285,4 @@ def test_giving_up_is_retryable():
 def test_report_json_is_plain():
     report = channel.ChiefReport(heartbeat=1.5, timeout=30.0)
     assert json.loads(report.to_json()) == {"heartbeat": 1.5, "timeout": 30.0, "hung": [],
-                                            "step": 0}
+                                            "step": 0, "exiting": False}

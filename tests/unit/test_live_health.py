@@ -152,3 +152,31 @@ def test_errors_after_the_start_and_fatal_lines_are_shown():
     assert not logs.is_noise(fatal, no_gpu=True, starting=True)
     assert not logs.is_noise(b"train | step: 100 | loss: 0.4", no_gpu=True, starting=True)
     assert not logs.is_noise(_LINES[3], no_gpu=False, starting=True)  # cuInit with a GPU
+
+
+# ------------------------------------------------------------------ log writes
+def test_a_log_file_on_a_full_disk_is_one_line_and_the_terminal_keeps_everything(tmp_path):
+    import io
+    import os
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    out, err = io.StringIO(), io.StringIO()
+    output = logs.Output(str(tmp_path), out=out, err=err)
+    output._launcher_log.close()
+    output._launcher_log = open("/dev/full", "a")  # every write: ENOSPC
+    read, write = os.pipe()
+    output.pump(os.fdopen(read, "rb"), "worker:1", open("/dev/full", "ab"))
+    os.write(write, b"first\nsecond\n")
+    os.close(write)
+    output.drain(5)
+    output.event("chief exited with code 0; ending the cluster")
+    output.event("done")
+    output.close()
+    assert out.getvalue() == "[worker:1] first\n[worker:1] second\n"
+    lines = err.getvalue().splitlines()
+    assert lines.count("tfps-launch: log write /dev/full failed: No space left on device; "
+                       "worker:1's output lines still reach the terminal, not that file") == 1
+    assert lines.count("tfps-launch: log write /dev/full failed: No space left on device; "
+                       "the launcher's lines still reach the terminal, not that file") == 1
+    assert "tfps-launch: done" in lines

@@ -26,11 +26,13 @@ Then, anywhere (plain TensorFlow)::
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Callable
 
 from tfps import _tf, validate
+from tfps.checkpoints import storage
 from tfps.errors import ConfigError
 from tfps.export import paths
 from tfps.export.signature import serving_function
@@ -80,7 +82,8 @@ def export_saved_model(model, path, *, builder: Callable | None = None,
     Failure semantics: the SavedModel is written into ``.<name>.tmp.<host>.<pid>.<random>``
     beside `path` and renamed into place when complete; a crash or kill mid-way leaves `path`
     as it was (absent, or the previous export), and the next export to `path` removes the
-    temporary directory of a process that is gone.
+    temporary directory of a process that is gone. A write the storage refuses (a full disk,
+    no permission) ends the process with one line and exit 1 (`tfps.checkpoints.storage`).
     """
     target = paths.check_target(path, overwrite=validate.boolean("overwrite", overwrite))
     start = time.perf_counter()
@@ -98,7 +101,15 @@ def export_saved_model(model, path, *, builder: Callable | None = None,
     def write(directory: str) -> None:
         tf.saved_model.save(root, directory, signatures={SERVING_KEY: serve})
 
-    paths.write_atomically(target, write)
+    try:
+        paths.write_atomically(target, write)
+    except (tf.errors.OpError, OSError) as e:  # a full disk, no permission: one line, exit 1
+        reason = storage.storage_error(e)
+        if reason is None:
+            raise
+        kept = ("the previous export there is kept" if os.path.lexists(target)
+                else "nothing was written")
+        raise storage.fail("export", target, reason, kept) from None
     log.info("tfps: exported %d variables to %s in %.1fs", len(variables), target,
              time.perf_counter() - start)
     return target

@@ -26,11 +26,13 @@ runs unless the launcher asked for it (`attach`). Pure Python; TF only through `
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
 import threading
 import time
+import weakref
 from typing import Callable, Mapping, Sequence
 
 from tfps.launch.run import channel, rpc
@@ -195,13 +197,21 @@ class ChiefHealth:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tfps-health", daemon=True)
         self._write_failed = False
+        self._exiting = False
 
     def start(self) -> "ChiefHealth":
         self._thread.start()
+        atexit.register(self.stop)
         return self
 
     def stop(self) -> None:
+        """Stops reporting; the last report says the chief is exiting (TF's teardown may then
+        block every thread: the launcher does not take that for a hang)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
+        self._exiting = True
+        self._write()
 
     def ps_fine(self) -> bool:
         """Every ps answered within the last seconds (or has not started answering yet)."""
@@ -210,7 +220,8 @@ class ChiefHealth:
     def report(self) -> channel.ChiefReport:
         hung = self.tracker.hung() if self.ps_fine() else []
         return channel.ChiefReport(heartbeat=time.time(), timeout=self.tracker.timeout(),
-                                   hung=tuple(hung), step=self.progress.step)
+                                   hung=tuple(hung), step=self.progress.step,
+                                   exiting=self._exiting)
 
     def _run(self) -> None:
         next_report = 0.0
@@ -220,7 +231,7 @@ class ChiefHealth:
             if now >= next_report:
                 next_report = now + _REPORT_EVERY_S
                 self._write()
-            self._stop.wait(0.1)
+            self._stop.wait(0.005 if self.prober.busy else 0.1)
         self.prober.close()
 
     def _write(self) -> None:
@@ -251,12 +262,15 @@ def attach(*, loop, coordinator, num_workers: int, traffic: Callable | None = No
       num_workers: workers in the cluster.
       traffic: ``traffic() -> Traffic`` (bytes per step), or None.
     """
+    from tfps import _tf  # pylint: disable=g-import-not-at-top
+
+    # A worker TF still reconnects to must not keep the chief from exiting (`_tf.unblock_exit`).
+    atexit.register(_tf.unblock_exit, weakref.ref(coordinator))
     env = os.environ if environ is None else environ
     report_path = env.get(channel.HEALTH_FILE_ENV) or None
     metrics_path = env.get(channel.METRICS_FILE_ENV) or None
     if not report_path and not metrics_path:
         return None
-    from tfps import _tf  # pylint: disable=g-import-not-at-top
     from tfps.cluster import Cluster  # pylint: disable=g-import-not-at-top
     from tfps.launch.run.plan import label  # pylint: disable=g-import-not-at-top
     from tfps.train.metrics import Metrics  # pylint: disable=g-import-not-at-top

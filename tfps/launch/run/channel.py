@@ -4,7 +4,8 @@ The launcher names the file in the chief's environment (`HEALTH_FILE_ENV`, a new
 every start of the chief, so a report of a previous chief is never read as this one's) and
 the hang timeout's floor (`HANG_TIMEOUT_ENV`); the chief's `tfps.train.health` writes
 `ChiefReport`s there: a heartbeat (the wall clock of the write: a chief whose reports stop is
-frozen), the timeout it derived, and the workers it found hung. With ``--metrics-port`` the
+frozen), the timeout it derived, the workers it found hung, and at its exit that it is
+exiting. With ``--metrics-port`` the
 launcher also names `METRICS_FILE_ENV`, where the chief writes its Prometheus text (the
 launcher serves it, `tfps.launch.run.metrics_http`). A file, not a socket: the launcher
 reads it from its loop without a thread, on any host the chief runs on. Pure.
@@ -54,6 +55,7 @@ class ChiefReport:
     timeout: float
     hung: tuple[HungTask, ...] = ()
     step: int = 0
+    exiting: bool = False  # the chief's last report: it is ending (TF's teardown may block)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -64,7 +66,7 @@ class ChiefReport:
         return cls(heartbeat=float(data["heartbeat"]), timeout=float(data["timeout"]),
                    hung=tuple(HungTask(str(h["task"]), float(h["seconds"]), float(h["since"]))
                               for h in data.get("hung", ())),
-                   step=int(data.get("step", 0)))
+                   step=int(data.get("step", 0)), exiting=bool(data.get("exiting", False)))
 
 
 def write_atomic(path: str, data: bytes) -> None:

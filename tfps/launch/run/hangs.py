@@ -75,8 +75,7 @@ class HangWatch:
         self._clock, self._wall = clock, wall
         here = {p.task for p in plans}
         cluster = plans[0].tf_config.get("cluster", {}) if plans else {}
-        self._addresses = {TaskId(role, i): a for role, addresses in cluster.items()
-                           for i, a in enumerate(addresses)}
+        self._addresses = self._cluster_addresses(plans)
         self._relay = None
         self.relay_problem: str | None = None  # why hangs cannot be relayed, if they cannot
         if peers and plans and set(self._addresses) - here:
@@ -86,14 +85,26 @@ class HangWatch:
                 self._relay = relay.Relay(relay.cluster_key(cluster), port)
             except OSError as e:
                 self.relay_problem = f"UDP port {port}: {e.strerror or e}"
-        self._prober = rpc.Prober({p.task: p.address for p in plans if p.task.type in _SERVERS},
-                                  timeout=timeout, clock=clock)
+        # With the chief here, every server of the cluster is probed (only those here can be
+        # found hung): the chief may block, the GIL held, while TF reconnects to a server
+        # that restarts (`update_server_def`), so its reports are judged only while every
+        # server answers.
+        servers = {p.task: p.address for p in plans if p.task.type in _SERVERS}
+        if _CHIEF in here:
+            servers.update({t: a for t, a in self._addresses.items() if t.type in _SERVERS})
+        self._prober = rpc.Prober(servers, timeout=timeout, clock=clock)
         self._dir = tempfile.mkdtemp(prefix="tfps-health-") if _CHIEF in here else None
         self.metrics_file = (os.path.join(self._dir, "metrics.prom")
                              if self._dir and metrics else None)
         self._report: str | None = None
         self._starts = 0
         self._acted: dict[TaskId, float] = {}  # the hung episode acted on, per worker
+
+    @staticmethod
+    def _cluster_addresses(plans: Sequence[TaskPlan]) -> dict:
+        cluster = plans[0].tf_config.get("cluster", {}) if plans else {}
+        return {TaskId(role, i): a for role, addresses in cluster.items()
+                for i, a in enumerate(addresses)}
 
     def env_for(self, task: TaskId) -> dict:
         """Variables `task` gets at its next start (the chief: where to report)."""
@@ -132,9 +143,12 @@ class HangWatch:
         report = channel.read_report(self._report) if self._report else None
         if report is None or not running(_CHIEF):
             return hangs
-        age = self._wall() - report.heartbeat
-        if age > self.timeout:
-            hangs.append(Hang(_CHIEF, age, f"no report from its health thread for {age:.0f} s"))
+        settled = self._prober.settled_since()
+        if settled is not None and not report.exiting:
+            age = self._wall() - max(report.heartbeat, self._wall() - (self._clock() - settled))
+            if age > self.timeout:
+                hangs.append(Hang(_CHIEF, age, f"no report from its health thread for "
+                                               f"{age:.0f} s, every server answering"))
         for hung in report.hung:
             try:
                 task = TaskId.parse(hung.task)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -133,11 +134,29 @@ class Output:
         text = "\n".join(lines)
         stamp = time.strftime("%H:%M:%S ")
         _safe_write(self._err, text + "\n")
-        _safe_write(self._launcher_log, "".join(stamp + l + "\n" for l in text.splitlines()))
+        self._to_launcher_log("".join(stamp + l + "\n" for l in text.splitlines()))
 
     def log_only(self, message: str) -> None:
         """A launcher line for launcher.log only (not the terminal)."""
-        _safe_write(self._launcher_log, f"{time.strftime('%H:%M:%S ')}tfps-launch: {message}\n")
+        self._to_launcher_log(f"{time.strftime('%H:%M:%S ')}tfps-launch: {message}\n")
+
+    def _to_launcher_log(self, text: str) -> None:
+        if self._launcher_log.closed:
+            return
+        try:
+            self._launcher_log.write(text)
+            self._launcher_log.flush()
+        except OSError as e:
+            self._log_failed(self._launcher_log, e, "the launcher's lines")
+
+    def _log_failed(self, log, error: OSError, whose: str) -> None:
+        """One line for a log file the storage refuses; it is not written again (the
+        terminal still gets everything): a full disk must not end the job."""
+        with contextlib.suppress(OSError, ValueError):
+            log.close()
+        reason = error.strerror or str(error)
+        _safe_write(self._err, f"tfps-launch: log write {log.name} failed: {reason}; {whose} "
+                               f"still reach the terminal, not that file\n")
 
     def open_task_log(self, label: str, header: str | None = None) -> IO[bytes]:
         f = open(os.path.join(self.log_dir, log_file_name(label)), "ab")
@@ -185,11 +204,14 @@ class Output:
         s.log.close()
 
     def _line(self, s: "_Stream", line: bytes) -> None:
-        try:
-            s.log.write(line)
-            s.log.flush()
-        except (OSError, ValueError):
-            pass
+        if not s.log.closed:
+            try:
+                s.log.write(line)
+                s.log.flush()
+            except OSError as e:
+                self._log_failed(s.log, e, f"{s.prefix.decode().strip('[] ')}'s output lines")
+            except ValueError:
+                pass
         if not self._verbose and is_noise(line, self._no_gpu, s.starting):
             return
         if s.starting and line.strip():

@@ -221,6 +221,7 @@ class Prober:
         self._calls: dict = {}
         self._due: dict = {key: 0.0 for key in self._addresses}
         self.answered_at: dict = {}  # key -> clock() of the latest answer
+        self.answering_since: dict = {}  # key -> clock() since which it answers every call
         self.round_trip: dict = {}  # key -> seconds of the latest answer
 
     def restarted(self, key) -> None:
@@ -229,6 +230,7 @@ class Prober:
         if call is not None:
             call.cancel()
         self.answered_at.pop(key, None)
+        self.answering_since.pop(key, None)
         self._due[key] = 0.0
 
     def poll(self) -> None:
@@ -238,11 +240,28 @@ class Prober:
             if call is not None and call.step(now) is not None:
                 del self._calls[key]
                 if call.result == "answered":
+                    self.answering_since.setdefault(key, now)
                     self.answered_at[key] = now
                     self.round_trip[key] = call.seconds
+                else:
+                    self.answering_since.pop(key, None)
             if key not in self._calls and now >= self._due[key]:
                 self._calls[key] = GetStatus(address, now, timeout=self._timeout)
                 self._due[key] = now + self._every
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call is in flight (a caller polls often then, for exact round trips)."""
+        return bool(self._calls)
+
+    def settled_since(self) -> float | None:
+        """Since when (clock) every task answers, each within the last two periods; None
+        while one does not (starting, restarting, or silent)."""
+        now = self._clock()
+        if any(now - self.answered_at.get(key, -1e18) > 2 * self._every + 0.5
+               or key not in self.answering_since for key in self._addresses):
+            return None
+        return max(self.answering_since.values(), default=now)
 
     def silent_for(self, key) -> float:
         """Seconds since `key` last answered; 0 for a task that never answered yet."""
