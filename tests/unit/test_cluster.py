@@ -83,7 +83,8 @@ def _write(tmp_path, text, name="spec.yaml"):
 # One case per validation rule: (spec text, the message the error must contain).
 BAD_SPECS = {
     "unknown_role": ("master: [h:1]\nps: [h:2]\nworker: [h:3]\n",
-                     "unknown role 'master' (expected one of chief, ps, worker, evaluator)"),
+                     "unknown role 'master' (expected one of chief, ps, worker, evaluator, "
+                     "dispatcher, data_worker)"),
     "no_ps": ("worker: [h:3]\n", "ps: at least 1 task required, got 0"),
     "no_worker": ("ps: [h:2]\n", "worker: at least 1 task required, got 0"),
     "two_chiefs": ("chief: [a:1, b:1]\nps: [h:2]\nworker: [h:3]\n",

@@ -7,6 +7,13 @@ A parameter-server cluster has four roles:
 * ``worker`` (>= 1): runs the scheduled training functions;
 * ``evaluator`` (0 or 1): a side-car that evaluates checkpoints.
 
+and two roles of TF's tf.data service (`tfps.data`), which preprocess input off the workers:
+
+* ``dispatcher`` (0 or 1) and ``data_worker`` (0 or more; at least one with a dispatcher).
+  They run ``python -m tfps.data.service``, no TF server of the training cluster: they are in
+  no task's ``TF_CONFIG`` (a coordinator that lists a task which runs no server hangs); the
+  chief and the evaluator learn the dispatcher's address from ``TFPS_DATA_SERVICE``.
+
 A `Cluster` is built from a spec file (`Cluster.from_file`), from counts on loopback
 (`Cluster.local`), or from the environment an external engine sets up (`Cluster.from_env`:
 `TF_CONFIG` as Kubeflow's TFJob or Volcano's tensorflow plugin writes it, a Slurm job step,
@@ -40,14 +47,22 @@ from tfps.cluster.address import check_address, check_host, is_loopback_host
 from tfps.cluster.ports import free_ports
 from tfps.errors import ClusterSpecError, ConfigError
 
-__all__ = ["DEFAULT_NUM_PS", "DEFAULT_NUM_WORKERS", "MAX_LOCAL_TASKS", "ROLES",
-           "TRAINING_ROLES", "Cluster", "TaskId", "task_from_env", "tf_config_task"]
+__all__ = ["ALL_ROLES", "DATA_ROLES", "DEFAULT_NUM_PS", "DEFAULT_NUM_WORKERS",
+           "MAX_LOCAL_TASKS", "ROLES", "TRAINING_ROLES", "Cluster", "TaskId", "task_from_env",
+           "tf_config_task"]
 
 ROLES = ("chief", "ps", "worker", "evaluator")
+# The tf.data service's roles (`tfps.data.service`): in spec files and the launcher's plan,
+# never in a TF_CONFIG.
+DATA_ROLES = ("dispatcher", "data_worker")
+ALL_ROLES = ROLES + DATA_ROLES
+# The environment variable that gives the chief (and evaluator) the dispatcher's address.
+DATA_SERVICE_ENV = "TFPS_DATA_SERVICE"
 # The roles that run a TF server and make up the cluster the coordinator connects to.
 TRAINING_ROLES = ("chief", "ps", "worker")
 # (min, max) tasks per role; None means unbounded (a spec file is size-capped anyway).
-_ROLE_COUNTS = {"chief": (0, 1), "ps": (1, None), "worker": (1, None), "evaluator": (0, 1)}
+_ROLE_COUNTS = {"chief": (0, 1), "ps": (1, None), "worker": (1, None), "evaluator": (0, 1),
+                "dispatcher": (0, 1), "data_worker": (0, None)}
 # Most ps or workers `Cluster.local` puts on one machine: each is a process with a TF runtime.
 MAX_LOCAL_TASKS = 64
 # The counts of a cluster given by counts alone (`Cluster.local`, `tfps-launch` without
@@ -81,9 +96,9 @@ class TaskId:
         """Parses ``"worker:1"`` or ``"chief"``; raises `ConfigError` naming the text."""
         shown = validate.describe(text, 40)
         role, sep, index = str(text).partition(":")
-        if role not in ROLES:
+        if role not in ALL_ROLES:
             raise ConfigError(f"task {shown}: unknown role {validate.describe(role, 30)} "
-                              f"(expected one of {', '.join(ROLES)})")
+                              f"(expected one of {', '.join(ALL_ROLES)})")
         if not sep:
             return cls(role, 0)
         if not _INDEX.fullmatch(index):  # ASCII digits only: int() takes '１' and '1_0' too
@@ -107,10 +122,12 @@ class Cluster:
     worker: tuple[str, ...] = ()
     evaluator: tuple[str, ...] = ()
     source: str | None = dataclasses.field(default=None, compare=False)
+    dispatcher: tuple[str, ...] = ()
+    data_worker: tuple[str, ...] = ()
 
     def __post_init__(self):
         seen: dict[tuple[str, int], str] = {}
-        for role in ROLES:
+        for role in ALL_ROLES:
             addresses = getattr(self, role)
             if isinstance(addresses, (str, bytes)) or not isinstance(addresses, (list, tuple)):
                 raise ClusterSpecError(
@@ -133,6 +150,11 @@ class Cluster:
                     raise ClusterSpecError(f"{field}: address {address!r} is already used by "
                                            f"{seen[key][0]}{same}", self.source)
                 seen[key] = (field, address)
+        if bool(self.dispatcher) != bool(self.data_worker):
+            have, lack = ("dispatcher", "data_worker") if self.dispatcher else \
+                ("data_worker", "dispatcher")
+            raise ClusterSpecError(f"{lack}: the tf.data service needs a dispatcher and at "
+                                   f"least one data_worker; {have} is given without", self.source)
 
     # ----------------------------------------------------------------------------- builders
     @classmethod
@@ -150,10 +172,10 @@ class Cluster:
                 f"expected a mapping of role to a list of 'host:port', got "
                 f"{type(spec).__name__} {validate.describe(spec)}", source)
         for role in spec:
-            if role not in ROLES:
+            if role not in ALL_ROLES:
                 raise ClusterSpecError(f"unknown role {validate.describe(role, 40)} (expected "
-                                       f"one of {', '.join(ROLES)})", source)
-        return cls(**{role: spec.get(role, ()) for role in ROLES}, source=source)
+                                       f"one of {', '.join(ALL_ROLES)})", source)
+        return cls(**{role: spec.get(role, ()) for role in ALL_ROLES}, source=source)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "Cluster":
@@ -171,7 +193,8 @@ class Cluster:
     @classmethod
     def local(cls, num_ps: int = DEFAULT_NUM_PS, num_workers: int = DEFAULT_NUM_WORKERS,
               chief: bool = True,
-              evaluator: bool = False, host: str = "localhost") -> "Cluster":
+              evaluator: bool = False, host: str = "localhost",
+              data_workers: int = 0) -> "Cluster":
         """All tasks on this machine, on free ports chosen by the OS.
 
         >>> c = Cluster.local(num_ps=1, num_workers=3)
@@ -182,11 +205,13 @@ class Cluster:
         validate.integer("num_workers", num_workers, low=1, high=MAX_LOCAL_TASKS)
         validate.boolean("chief", chief)
         validate.boolean("evaluator", evaluator)
+        validate.integer("data_workers", data_workers, low=0, high=MAX_LOCAL_TASKS)
         if not isinstance(host, str) or not check_host(host):
             raise validate.fail("host", host, "a host name or an IP address of this machine "
                                               "(IPv6 in brackets)")
         counts = {"chief": int(chief), "ps": num_ps, "worker": num_workers,
-                  "evaluator": int(evaluator)}
+                  "evaluator": int(evaluator), "dispatcher": int(data_workers > 0),
+                  "data_worker": data_workers}
         try:
             ports = iter(free_ports(sum(counts.values()), host))
         except (OSError, TypeError, UnicodeError) as e:
@@ -211,9 +236,14 @@ class Cluster:
     def num_workers(self) -> int:
         return len(self.worker)
 
+    @property
+    def data_service(self) -> str | None:
+        """The tf.data service's dispatcher as ``grpc://host:port``, or None."""
+        return f"grpc://{self.dispatcher[0]}" if self.dispatcher else None
+
     def tasks(self) -> Iterator[tuple[TaskId, str]]:
-        """Every task and its address, chief first, evaluator last."""
-        for role in ROLES:
+        """Every task and its address, chief first, evaluator, then the data service's."""
+        for role in ALL_ROLES:
             for i, address in enumerate(getattr(self, role)):
                 yield TaskId(role, i), address
 
@@ -235,6 +265,9 @@ class Cluster:
         `Cluster.from_env`; it starts no server and connects to nothing.
         """
         task = self.check_task(TaskId(task_type, index))
+        if task.type in DATA_ROLES:
+            raise ConfigError(f"task '{task}' gets no TF_CONFIG: the tf.data service's tasks "
+                              f"are in no TF cluster")
         cluster = self.as_dict(training_only=task.type != "evaluator")
         return {"cluster": cluster, "task": {"type": task.type, "index": task.index}}
 
@@ -250,7 +283,7 @@ class Cluster:
     def describe(self) -> str:
         """A short multi-line table of the cluster, for start-up logs."""
         lines = [f"cluster ({self.source or 'dict'}): " + ", ".join(
-            f"{len(getattr(self, r))} {r}" for r in ROLES if getattr(self, r))]
+            f"{len(getattr(self, r))} {r}" for r in ALL_ROLES if getattr(self, r))]
         lines += [f"  {str(t):<12} {a}" for t, a in self.tasks()]
         return "\n".join(lines)
 

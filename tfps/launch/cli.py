@@ -53,6 +53,10 @@ def parser() -> argparse.ArgumentParser:
                    help=f"worker tasks of the local cluster (default {DEFAULT_NUM_WORKERS})")
     g.add_argument("--evaluator", action="store_true", default=None,
                    help="add a side-car evaluator task to the local cluster (runs SCRIPT)")
+    g.add_argument("--data-workers", type=count, metavar="D",
+                   help="add TF's tf.data service to the local cluster: a dispatcher and D "
+                        "data workers, which run the input pipelines of tfps.data's service "
+                        "mode off the workers")
     g.add_argument("--spec", metavar="FILE", help="cluster spec file (YAML or JSON)")
     g.add_argument("--task", metavar="TASK",
                    help="with --spec: run only this task here, e.g. worker:1 or chief")

@@ -44,7 +44,7 @@ EmitConfig = JobSpec
 
 # Flags (argparse dests) each mode accepts. Anything else given is refused.
 _CLUSTER = {"num_ps", "num_workers", "evaluator", "spec"}
-_LAUNCH = _CLUSTER | {"task", "from_env", "gpus_per_worker", "network", "log_dir", "verbose",
+_LAUNCH = _CLUSTER | {"data_workers", "task", "from_env", "gpus_per_worker", "network", "log_dir", "verbose",
                       "dry_run", "max_restarts", "grace_period", "inject_fault", "hang_timeout",
                       "metrics_port"}
 _DOCTOR = {"num_ps", "num_workers", "spec", "doctor", "model_bytes", "ps_memory"}
@@ -116,7 +116,7 @@ def config_from_args(args: argparse.Namespace):
     """
     if args.emit is not None and args.doctor is not None:
         raise UsageError("--doctor cannot be combined with --emit")
-    _exclusive(args, "spec", ("num_ps", "num_workers", "evaluator"),
+    _exclusive(args, "spec", ("num_ps", "num_workers", "evaluator", "data_workers"),
                " (the spec lists the tasks)")
     if args.emit is not None:
         _refuse_others(args, _CLUSTER | emit_cli.flags(args.emit), f"--emit {args.emit}")
@@ -222,7 +222,8 @@ def _launch_config(args) -> LaunchConfig:
     script = _script(args, "the chief runs")
     if args.from_env:
         _exclusive(args, "from_env", ("spec", "task", "num_ps", "num_workers", "evaluator",
-                                      "network"), " (the environment names the task)")
+                                      "data_workers", "network"),
+                   " (the environment names the task)")
         cluster = Cluster.from_env()
         tasks = (task_from_env(),)
     elif args.spec is not None:
@@ -244,7 +245,8 @@ def _launch_config(args) -> LaunchConfig:
             if value > MAX_LOCAL_TASKS:
                 raise UsageError(f"{flag(dest)} {value}: a cluster on this machine runs at most "
                                  f"{MAX_LOCAL_TASKS} (each task is a TensorFlow process)")
-        cluster = Cluster.local(num_ps=num_ps, num_workers=num_workers, evaluator=evaluator)
+        cluster = Cluster.local(num_ps=num_ps, num_workers=num_workers, evaluator=evaluator,
+                                data_workers=args.data_workers or 0)
         tasks = tuple(t for t, _ in cluster.tasks())
     if any(t.type in SCRIPT_ROLES for t in tasks):
         scripts.check_runnable(script)

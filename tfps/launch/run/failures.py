@@ -126,7 +126,7 @@ def decide(deaths: Sequence[Death], chief_here: bool = True,
         return Decision("continue")
     # Restart servers before the chief so that the new chief finds them up; a ps death means
     # the chief (alive or not) must start over from its checkpoint too.
-    order = {"ps": 0, "worker": 1, "evaluator": 2, "chief": 3}
+    order = {"dispatcher": -2, "data_worker": -1, "ps": 0, "worker": 1, "evaluator": 2, "chief": 3}
     restart = sorted({d.task for d in failures}, key=lambda t: (order[t.type], t.index))
     if ps_died and chief_here and chief is None:
         restart.append(TaskId("chief", 0))

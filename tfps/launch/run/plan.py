@@ -31,7 +31,8 @@ import sys
 from typing import Iterable, Sequence
 
 from tfps._env import QUIET_TF_LOGS, TASK_ENV
-from tfps.cluster import Cluster, TaskId
+from tfps.cluster import DATA_ROLES, Cluster, TaskId
+from tfps.cluster.model import DATA_SERVICE_ENV
 from tfps.errors import ConfigError
 
 __all__ = ["Fault", "TaskPlan", "label", "parse_fault", "plan_tasks"]
@@ -96,6 +97,9 @@ def plan_tasks(cluster: Cluster, tasks: Iterable[TaskId], *, script: str,
     """The plan of each of `tasks` (tasks of `cluster` that this launcher runs)."""
     plans = []
     for task in tasks:
+        if task.type in DATA_ROLES:  # the tf.data service: no TF_CONFIG, no script
+            plans.append(_data_service_plan(cluster, task, python, verbose))
+            continue
         tf_config = cluster.tf_config(task.type, task.index)
         if task.type in SCRIPT_ROLES:
             command = script_command(script, script_args, python)
@@ -104,11 +108,24 @@ def plan_tasks(cluster: Cluster, tasks: Iterable[TaskId], *, script: str,
         env = {"TF_CONFIG": json.dumps(tf_config), **TASK_ENV, **_UNBUFFERED}
         if not verbose:
             env.update(QUIET_TF_LOGS)
+        if task.type in SCRIPT_ROLES and cluster.data_service:
+            env[DATA_SERVICE_ENV] = cluster.data_service  # tfps.data's service mode reads it
         devices = gpu_devices(task, gpus_per_worker, one_per_host)
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = devices
         plans.append(TaskPlan(task, cluster.address(task), tf_config, command, env))
     return plans
+
+
+def _data_service_plan(cluster: Cluster, task: TaskId, python: str, verbose: bool) -> TaskPlan:
+    """A dispatcher or data worker of TF's tf.data service (``python -m tfps.data.service``):
+    it serves at its address; a data worker registers there with the dispatcher."""
+    address = cluster.address(task)
+    command = (python, "-m", "tfps.data.service", task.type, "--address", address)
+    if task.type == "data_worker":
+        command += ("--dispatcher", cluster.dispatcher[0])
+    env = {**TASK_ENV, **_UNBUFFERED, **({} if verbose else QUIET_TF_LOGS)}
+    return TaskPlan(task, address, {}, command, env)
 
 
 @dataclasses.dataclass(frozen=True)
