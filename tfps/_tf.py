@@ -59,6 +59,7 @@ def _requirements():
     from tf_keras.src.engine import base_layer, training
     from tf_keras.src.optimizers.legacy import optimizer_v2
     from tensorflow.python.distribute.coordinator import cluster_coordinator as coordinator
+    from tensorflow.python.eager import context
 
     return (
         ("distribute_utils.cache_variable_reads", "tensorflow/python/distribute/"
@@ -113,9 +114,26 @@ def _requirements():
          " (its thread's); the queue's mark_finished, put_back, mark_failed",
          "tensorflow/python/distribute/coordinator/cluster_coordinator.py",
          lambda: _tf_coordinator.trackable(coordinator)),
+        ("Context._config (the base ConfigProto sent to every task)",
+         "tensorflow/python/eager/context.py",
+         lambda: _sets_attribute(context.Context, "_config")),
         # tfps.checkpoints: one traced write per checkpoint (tfps/_tf_checkpoint.py).
         *_tf_checkpoint.requirements(__import__("tensorflow"), checkpoint_internals()),
     )
+
+
+def set_thread_spinning(spinning: bool) -> None:
+    """Whether thread pools spin (``disable_thread_spinning``), in this process's eager context
+    and every task's it connects to: `connect_to_cluster` sends `Context.config`, built on
+    `Context._config` (eager/context.py), to each as ``default_session_config``."""
+    from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
+
+    ctx = context.context()
+    config = require().compat.v1.ConfigProto()
+    if ctx._config is not None:  # pylint: disable=protected-access
+        config.CopyFrom(ctx._config)  # pylint: disable=protected-access
+    config.experimental.disable_thread_spinning = not spinning
+    ctx._config = config  # pylint: disable=protected-access
 
 
 def checkpoint_internals() -> tuple:

@@ -14,6 +14,11 @@ lives here once, with its reason.
   partitioner cuts a variable into, and what ``--doctor`` weighs a ps count against.
 * **Exactly-once evaluation** (`eval_shards`): `EVAL_SHARDS_PER_WORKER` shards per worker (as
   tf_keras's ``pss_evaluation_shards="auto"``), never more than the data has batches.
+* **Thread spinning** (`thread_spinning`): TF's thread pools spin before they sleep, which
+  lowers latency on idle cores and burns the cores other tasks need where several TF
+  processes share a host; tfps turns spinning off unless every task has `SPIN_CORES_PER_TASK`
+  cores of its own. ``tfps-launch`` tells each task how many it runs on the host
+  (`TASKS_ON_HOST_ENV`).
 
 >>> packing(per_step_s=0.001, overhead_s=0.004)
 80
@@ -50,6 +55,12 @@ MAX_STEPS_PER_EXECUTION = 100
 DEFAULT_MIN_SHARD_BYTES = 256 << 10
 # Exactly-once evaluation: tf_keras's own "auto" (training.py, _infer_exact_eval_shards).
 EVAL_SHARDS_PER_WORKER = 5
+# Spin only with this many cores per TF process on the host: each has an inter-op and an
+# intra-op pool as wide as the host (measured on 2 cores, 5 tasks: ps CPU per step 3.98 ms
+# spinning, 2.92 ms not; docs/performance.md).
+SPIN_CORES_PER_TASK = 2
+# The environment variable tfps-launch sets in every task: TF processes it runs on this host.
+TASKS_ON_HOST_ENV = "TFPS_TASKS_ON_HOST"
 
 
 def packing(per_step_s: float, overhead_s: float) -> int:
@@ -81,6 +92,23 @@ def steps_per_execution(steps_per_epoch: int, workers: int, *,
     validate.integer("max_steps", max_steps, low=1)
     bound = max(1, min(max_steps, steps_per_epoch // (CLOSURES_PER_WORKER * workers)))
     return max(d for d in range(1, bound + 1) if steps_per_epoch % d == 0)
+
+
+def thread_spinning(tasks_on_host: int, cores: int) -> bool:
+    """Whether TF's thread pools should spin: only with `SPIN_CORES_PER_TASK` cores per task.
+
+    >>> thread_spinning(5, 2), thread_spinning(1, 16)
+    (False, True)
+    """
+    return cores >= SPIN_CORES_PER_TASK * max(1, tasks_on_host)
+
+
+def tasks_on_host(environ) -> int:
+    """TF processes on this host as the launcher said (`TASKS_ON_HOST_ENV`; 1 when unset)."""
+    try:
+        return max(1, int(environ.get(TASKS_ON_HOST_ENV, "1")))
+    except ValueError:
+        return 1
 
 
 def eval_shards(workers: int, num_batches: int | None = None) -> int:

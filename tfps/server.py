@@ -3,13 +3,19 @@
 ``python -m tfps.server`` serves the task that ``TF_CONFIG`` (or Slurm) describes, or the one
 named by ``--spec FILE --task worker:1``. It blocks until the process is killed; the
 coordinator sends it work.
+
+It does not import TensorFlow's Python API: it loads the extension `tf.distribute.Server` calls
+and starts TF's C++ server directly (`tfps._tf_server`), a second instead of several on a
+small machine; a TensorFlow without that extension is served through `tf.distribute.Server`.
+TF's thread pools spin only where the host has cores to spare (`tfps.policy.thread_spinning`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-from tfps import _cli, _env
+from tfps import _cli, _env, _tf_server, policy
 from tfps.cluster import Cluster, TaskId, port_in_use, split_address, task_from_env
 from tfps.errors import TfpsError
 
@@ -34,19 +40,36 @@ def serve(cluster: Cluster, task: TaskId) -> None:
     if reason:
         raise ServeError(f"cannot serve {task} on {address}: port {port} is not free "
                          f"({reason})")
-    from tfps import _tf  # after the checks: bad input costs no TF import
+    spinning = policy.thread_spinning(policy.tasks_on_host(os.environ), os.cpu_count() or 1)
+    extension = _tf_server.load_session_extension()
+    if extension is None:  # a TensorFlow without the extension: through its Python API
+        join, target = _serve_with_tensorflow(cluster, task, spinning)
+    else:
+        definition = _tf_server.server_def(cluster.as_dict(training_only=True), task.type,
+                                           task.index, thread_spinning=spinning)
+        try:
+            join, target = _tf_server.start_server(extension, definition)
+        except _tf_server.ServerStartError as e:  # e.g. the port was taken meanwhile
+            raise ServeError(f"cannot serve {task} on {address}: {e.message}") from None
+    print(f"tfps.server: {task} serving on {address} (target {target})", flush=True)
+    join()
+
+
+def _serve_with_tensorflow(cluster: Cluster, task: TaskId, spinning: bool):
+    """``(join, target)`` of a server started through `tf.distribute.Server`."""
+    from tfps import _tf
 
     tf = _tf.require()
-    spec = tf.train.ClusterSpec(cluster.as_dict(training_only=True))
+    config = tf.compat.v1.ConfigProto()
+    config.experimental.disable_thread_spinning = not spinning
     try:
-        server = tf.distribute.Server(spec, job_name=task.type, task_index=task.index,
-                                      protocol="grpc", start=True)
+        server = tf.distribute.Server(
+            tf.train.ClusterSpec(cluster.as_dict(training_only=True)), job_name=task.type,
+            task_index=task.index, protocol="grpc", config=config, start=True)
     except tf.errors.OpError as e:  # e.g. "Could not start gRPC server": the port is taken
         raise ServeError(f"cannot serve {task} on {cluster.address(task)}: {e.message}"
                          ) from None
-    print(f"tfps.server: {task} serving on {cluster.address(task)} "
-          f"(target {server.target})", flush=True)
-    server.join()
+    return server.join, server.target
 
 
 def main(argv: list[str] | None = None) -> int:

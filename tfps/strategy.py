@@ -24,7 +24,7 @@ import multiprocessing
 import os
 from typing import Iterable
 
-from tfps import _env, _tf, validate
+from tfps import _env, _tf, policy, validate
 from tfps.cluster import Cluster
 from tfps.errors import ConfigError
 from tfps.policy import DEFAULT_MIN_SHARD_BYTES
@@ -108,6 +108,9 @@ def make_strategy(cluster=None, *, partitioner="auto",
                               f"Received: partitioner={partitioner!r}")
         partitioner = make_partitioner(max(num_ps, 1), min_shard_bytes, max_shards)
     log.info("tfps: connecting to cluster %s", resolver.cluster_spec().as_dict())
+    if not _IN_PROCESS_SERVERS:  # the chief's settings reach every task's eager context
+        _tf.set_thread_spinning(policy.thread_spinning(policy.tasks_on_host(os.environ),
+                                                       os.cpu_count() or 1))
     return tf.distribute.experimental.ParameterServerStrategy(
         resolver, variable_partitioner=partitioner)
 
@@ -154,9 +157,16 @@ def in_process_cluster(num_ps: int = 2, num_workers: int = 2):
 
     cluster = Cluster.local(num_ps=num_ps, num_workers=num_workers, chief=False)
     spec = tf.train.ClusterSpec(cluster.as_dict(training_only=True))
+    # Every server of this process shares its cores with the others and the chief.
+    spinning = policy.thread_spinning(num_ps + num_workers + 1, os.cpu_count() or 1)
+    _tf.set_thread_spinning(spinning)
     worker_config = tf.compat.v1.ConfigProto(
         inter_op_parallelism_threads=_worker_inter_op_threads(num_workers))
-    for role, count, config in (("worker", num_workers, worker_config), ("ps", num_ps, None)):
+    ps_config = tf.compat.v1.ConfigProto()
+    for config in (worker_config, ps_config):
+        config.experimental.disable_thread_spinning = not spinning
+    for role, count, config in (("worker", num_workers, worker_config),
+                                ("ps", num_ps, ps_config)):
         for i in range(count):
             _IN_PROCESS_SERVERS.append(tf.distribute.Server(
                 spec, job_name=role, task_index=i, config=config, protocol="grpc", start=True))

@@ -32,7 +32,7 @@ LAYERS = (
     # sizes in bytes, what the command lines share, the one door to TF internals, the process
     # environment, sizing rules.
     ("errors", "exit_codes", "validate", "_units", "_cli", "_tf", "_tf_checkpoint",
-     "_tf_coordinator", "_tf_keras", "_env", "policy"),
+     "_tf_coordinator", "_tf_keras", "_tf_server", "_env", "policy"),
     # The cluster model: Cluster/TaskId, addresses, spec files, Slurm steps, ports.
     ("cluster",),
     # Manifests for external engines (--emit): one typed spec per engine.

@@ -13,7 +13,7 @@ from conftest import REPO
 DOOR = os.path.join(REPO, "tfps", "_tf.py")
 # The door's rooms: parts of it in modules of their own (each module stays under 400 lines).
 ROOMS = tuple(os.path.join(REPO, "tfps", name) for name in
-              ("_tf_checkpoint.py", "_tf_coordinator.py", "_tf_keras.py"))
+              ("_tf_checkpoint.py", "_tf_coordinator.py", "_tf_keras.py", "_tf_server.py"))
 # The private TF / Keras names the door wraps.
 PRIVATE = ("_hyper", "_get_hyper", "_cache", "_current_new_cache_scope_count",
            "_num_workers", "_num_gpus_per_worker", "_get_next_no_partial_batch_handling",

@@ -30,6 +30,7 @@ import re
 import sys
 from typing import Iterable, Sequence
 
+from tfps import policy
 from tfps._env import QUIET_TF_LOGS, TASK_ENV
 from tfps.cluster import DATA_ROLES, Cluster, TaskId
 from tfps.cluster.model import DATA_SERVICE_ENV
@@ -95,7 +96,7 @@ def plan_tasks(cluster: Cluster, tasks: Iterable[TaskId], *, script: str,
                verbose: bool = False, one_per_host: bool = False,
                python: str = sys.executable) -> list[TaskPlan]:
     """The plan of each of `tasks` (tasks of `cluster` that this launcher runs)."""
-    plans = []
+    plans, tasks = [], list(tasks)
     for task in tasks:
         if task.type in DATA_ROLES:  # the tf.data service: no TF_CONFIG, no script
             plans.append(_data_service_plan(cluster, task, python, verbose))
@@ -105,7 +106,8 @@ def plan_tasks(cluster: Cluster, tasks: Iterable[TaskId], *, script: str,
             command = script_command(script, script_args, python)
         else:
             command = (python, "-m", "tfps.server")
-        env = {"TF_CONFIG": json.dumps(tf_config), **TASK_ENV, **_UNBUFFERED}
+        env = {"TF_CONFIG": json.dumps(tf_config), **TASK_ENV, **_UNBUFFERED,
+               policy.TASKS_ON_HOST_ENV: str(len(tasks))}  # TF's thread spinning
         if not verbose:
             env.update(QUIET_TF_LOGS)
         if task.type in SCRIPT_ROLES and cluster.data_service:
