@@ -37,9 +37,9 @@ _LAZY = {
 }
 # Submodules reachable as attributes (`tfps.schedules.get`, `tfps.keras.fit`). `keras` is left
 # out of `__all__`: importing it raises KerasBindingError where `tf.keras` is Keras 3.
-_LAZY_SUBMODULES = ("export", "keras", "layers", "policy", "schedules")
+_LAZY_SUBMODULES = ("data", "export", "keras", "layers", "policy", "schedules")
 
-__all__ = ["Cluster", "TaskId", "errors", "export", "layers", "schedules", *_LAZY]
+__all__ = ["Cluster", "TaskId", "data", "errors", "export", "layers", "schedules", *_LAZY]
 
 
 def __getattr__(name: str):

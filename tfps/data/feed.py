@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Protocol
 
-__all__ = ["ClosureInput", "Feed"]
+__all__ = ["ClosureInput", "Feed", "after_restore", "before_save", "checkpoint_objects",
+           "explain", "steps_per_epoch"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,3 +57,36 @@ class ClosureInput(Protocol):
 
     def finished(self, feed: Feed) -> None:
         """On the chief: the closure that got `feed` finished (its result arrived)."""
+
+
+# ---------------------------------------------------------------------------- optional parts
+# An input may also have (`tfps.data.files.FileInput` has all of them):
+#   steps_per_epoch: int            -- steps of one epoch of its data
+#   checkpoint_object               -- a trackable the Trainer's checkpoint keeps as ``data``
+#   before_save() -> None           -- writes its state into that object (nothing in flight)
+#   after_restore(step) -> None     -- continues from the state a checkpoint of `step` held
+#   explain(error) -> Exception | None  -- the bad input behind a failed closure, named
+# The functions below are how the Trainer asks for them (absent: nothing to do).
+
+def steps_per_epoch(data) -> int | None:
+    """Steps of one epoch of `data`, if it knows (None for an endless ``dataset_fn``)."""
+    return getattr(data, "steps_per_epoch", None)
+
+
+def checkpoint_objects(data) -> dict:
+    """``{"data": trackable}`` for a checkpoint, or ``{}``."""
+    obj = getattr(data, "checkpoint_object", None)
+    return {} if obj is None else {"data": obj}
+
+
+def before_save(data) -> None:
+    getattr(data, "before_save", lambda: None)()
+
+
+def after_restore(data, step: int) -> None:
+    getattr(data, "after_restore", lambda step: None)(step)
+
+
+def explain(data, error: Exception) -> Exception | None:
+    """The error that names the bad input behind `error` (a closure's failure), or None."""
+    return getattr(data, "explain", lambda e: None)(error)

@@ -19,10 +19,34 @@ from typing import Callable
 
 from tfps import _tf
 from tfps.data.feed import Feed
+from tfps.errors import ConfigError
 
 tf = _tf.require()
 
-__all__ = ["IteratorInput", "static_shapes"]
+__all__ = ["IteratorInput", "closure_input", "static_shapes"]
+
+
+def closure_input(*, dataset_fn, data, stack_steps: bool):
+    """The Trainer's input: `data` (a `ClosureInput`, e.g. `tfps.data.FileInput`) or an
+    `IteratorInput` over `dataset_fn`; exactly one of them.
+
+    Raises:
+      ConfigError: both or neither are given, or `dataset_fn` is not callable.
+    """
+    if (dataset_fn is None) == (data is None):
+        raise ConfigError(f"Pass one of `dataset_fn` (a per-worker dataset) and `data` (e.g. "
+                          f"tfps.data.FileInput). Received: dataset_fn={dataset_fn!r:.60}, "
+                          f"data={data!r:.60}")
+    if data is not None:
+        missing = [m for m in ("feed", "batches", "finished", "start") if not hasattr(data, m)]
+        if missing or not hasattr(data, "element_spec"):
+            raise ConfigError(f"Argument `data` must be a tfps.data.feed.ClosureInput (e.g. "
+                              f"tfps.data.FileInput). Received: data={data!r:.80}")
+        return data
+    if not callable(dataset_fn):
+        raise ConfigError(f"Argument `dataset_fn` must be callable. "
+                          f"Received: dataset_fn={dataset_fn!r}")
+    return IteratorInput(dataset_fn, stack_steps)
 
 
 def static_shapes(element_spec) -> bool:

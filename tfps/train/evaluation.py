@@ -39,6 +39,10 @@ class ExactEvaluator:
         re-runs after a failure; each costs one scheduling round trip). Never more than the
         eval set has batches, when its size is known (`Dataset.cardinality`): TF's auto-sharding
         refuses to make empty shards ("Could not apply FILE based sharding").
+
+    `dataset_fn` may also be a `tfps.data.FileInput`: then each shard is a range of its records
+    (in file order), which the shard's closure reads itself (`FileInput.eval_dataset`), and no
+    worker reads the records of another shard.
     """
 
     def __init__(self, *, strategy, model, dataset_fn: Callable, eval_fn: Callable,
@@ -53,17 +57,19 @@ class ExactEvaluator:
 
     def __call__(self) -> dict[str, Any]:
         """Runs one evaluation; returns `reduce_sums` of the summed `eval_fn` outputs."""
-        fn, data = self._closure_fn(), self._data()
+        fn = self._closure_fn()
+        if hasattr(self._dataset_fn, "eval_dataset"):  # a tfps.data.FileInput
+            shards = self._dataset_fn.eval_shards(self.num_shards)
+            args = [self._dataset_fn.eval_args(shards, i) for i in range(shards)]
+            return _summed([self._coordinator.schedule(fn, args=a) for a in args])
+        data = self._data()
         if not self._sized:  # the set's size, from a copy built here (no data is read)
             tf = _tf.require()
             batches = int(self._dataset_fn(tf.distribute.InputContext()).cardinality())
             self.num_shards = min(self.num_shards, batches) if batches > 0 else self.num_shards
             self._sized = True
-        remotes = [self._coordinator.schedule(fn, args=(data, self.num_shards, i))
-                   for i in range(self.num_shards)]
-        parts = [r.fetch() for r in remotes]
-        return reduce_sums({k: np.sum([np.asarray(p[k]) for p in parts], axis=0)
-                            for k in parts[0]})
+        return _summed([self._coordinator.schedule(fn, args=(data, self.num_shards, i))
+                        for i in range(self.num_shards)])
 
     def _data(self):
         if self._per_worker is None:
@@ -85,10 +91,20 @@ class ExactEvaluator:
                                          outputs.structured_outputs)
 
         @tf.function
-        def eval_shard(dataset, num_shards, index):
+        def eval_shard(*args):
+            if hasattr(self._dataset_fn, "eval_dataset"):  # the shard's records, read here
+                # A loop of steps, not over a dataset: a dataset's loop body that reads
+                # variables on ps is a multi-device function, whose handle TF cannot release
+                # on a remote worker (an error line per closure, function_handle_cache.cc).
+                batch_at, num_batches = self._dataset_fn.eval_dataset(args)
+                acc = zeros_like_outputs(self._dataset_fn.element_spec)
+                for i in tf.range(num_batches):
+                    acc = tf.nest.map_structure(tf.add, acc, eval_fn(model, batch_at(i)))
+                return acc
             # The per-worker value is a distributed dataset; auto_shard shards its source by
             # file where it can and by element otherwise (input_ops.auto_shard_dataset), as
             # tf_keras's exact evaluation does.
+            dataset, num_shards, index = args
             dataset = dataset.auto_shard(num_shards, index)
             acc = zeros_like_outputs(dataset.element_spec)
             for batch in dataset:
@@ -97,6 +113,12 @@ class ExactEvaluator:
 
         self._closure = eval_shard
         return eval_shard
+
+
+def _summed(remotes) -> dict:
+    """The shards' results added up (`reduce_sums`)."""
+    parts = [r.fetch() for r in remotes]
+    return reduce_sums({k: np.sum([np.asarray(p[k]) for p in parts], axis=0) for k in parts[0]})
 
 
 def reduce_sums(sums: dict) -> dict:

@@ -42,7 +42,8 @@ from tfps.errors import ConfigError
 from tfps.strategy import make_coordinator, shards, variable_table
 from tfps.train import health, optimizers, traffic
 from tfps.checkpoints import layout
-from tfps.data.iterators import IteratorInput
+from tfps.data import feed
+from tfps.data.iterators import closure_input
 from tfps.checkpoints.manager import Checkpoints
 from tfps.train.closures import Closures
 from tfps.train.dynamic import DynamicTables
@@ -86,6 +87,8 @@ class Trainer:
         (converted, see `tfps.optimizers.as_ps_optimizer`), or a name (``"sgd"``).
       dataset_fn: ``dataset_fn(input_context) -> tf.data.Dataset`` of batches, called on each
         worker; shard or seed it by ``input_context.input_pipeline_id``. Must repeat.
+      data: instead of `dataset_fn`, a `tfps.data.feed.ClosureInput` such as
+        `tfps.data.FileInput` (files, each record once per epoch; `steps_per_epoch`).
       learning_rate: with an optimizer *name*: a float or a schedule (``tfps.schedules``).
       model_dir: checkpoints (restored at start) and TensorBoard summaries; None for neither.
       batch_size: examples per step, for the examples/sec figure.
@@ -98,16 +101,18 @@ class Trainer:
       options: `TrainerOptions`.
     """
 
-    def __init__(self, *, strategy, model, loss_fn: Callable, optimizer, dataset_fn: Callable,
+    def __init__(self, *, strategy, model, loss_fn: Callable, optimizer,
+                 dataset_fn: Callable | None = None, data=None,
                  learning_rate=None, model_dir: str | None = None, batch_size: int | None = None,
                  eval_dataset_fn: Callable | None = None, eval_fn: Callable | None = None,
                  options: TrainerOptions = TrainerOptions()):
         if not isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
             raise ConfigError(f"Argument `strategy` must be a ParameterServerStrategy "
                               f"(tfps.make_strategy). Received: strategy={strategy!r:.80}")
-        for name, fn in (("loss_fn", loss_fn), ("dataset_fn", dataset_fn)):
-            if not callable(fn):
-                raise ConfigError(f"Argument `{name}` must be callable. Received: {name}={fn!r}")
+        if not callable(loss_fn):
+            raise ConfigError(f"Argument `loss_fn` must be callable. Received: loss_fn={loss_fn!r}")
+        self.data = closure_input(dataset_fn=dataset_fn, data=data,
+                                  stack_steps=getattr(options, "stack_steps", True))
         if (eval_dataset_fn is None) != (eval_fn is None):
             raise ConfigError("Arguments `eval_dataset_fn` and `eval_fn` go together. Received: "
                               f"eval_dataset_fn={eval_dataset_fn!r}, eval_fn={eval_fn!r}")
@@ -160,7 +165,7 @@ class Trainer:
             _tf.create_slots(self.optimizer, variables)
         self._closures = Closures(coordinator=self.coordinator, steps=self._steps,
                                   options=options,
-                                  data=IteratorInput(dataset_fn, options.stack_steps),
+                                  data=self.data,
                                   num_workers=self._workers)
         self._checkpoints = None
         if model_dir:
@@ -168,13 +173,16 @@ class Trainer:
                 strategy=strategy, coordinator=self.coordinator,
                 directory=layout.checkpoint_dir(model_dir),
                 max_to_keep=options.max_to_keep, model=self.model, optimizer=self.optimizer,
-                step=self.global_step, version=self._staleness.version)
+                step=self.global_step, version=self._staleness.version,
+                **feed.checkpoint_objects(self.data))  # a file input's ledger
         actions = []
         if self._dynamic.active:  # rows over a cap or a TTL reach no checkpoint, no export
             actions.append(Action("evict DynamicEmbedding rows", self._dynamic.maintain,
                                   every=self._dynamic.interval))
             actions.append(Action("evict DynamicEmbedding rows before a save",
                                   self._dynamic.evict, before_save=True))
+        actions.append(Action("write the input's ledger", lambda step: feed.before_save(self.data),
+                              before_save=True))
         if options.fuse_dense:
             actions.append(Action("write fused buffers into the model",
                                   lambda step: self._sync_model(), before_save=True))
@@ -212,6 +220,12 @@ class Trainer:
         return self._staleness.version
 
     @property
+    def steps_per_epoch(self) -> int | None:
+        """Steps of one epoch of ``data`` (None with a ``dataset_fn``): ``train(E *
+        steps_per_epoch)`` trains E epochs."""
+        return feed.steps_per_epoch(self.data)
+
+    @property
     def step(self) -> int:
         """Steps finished so far (restored ones included)."""
         return int(self.global_step.numpy())
@@ -241,6 +255,11 @@ class Trainer:
             print(f"tfps: {stopped.reason}: checkpoint {where} written at step "
                   f"{stopped.step}; exiting {exit_codes.PREEMPTED} to be requeued", flush=True)
             raise errors.Preempted(stopped.step, exit_codes.PREEMPTED) from None
+        except tf.errors.OpError as error:  # a file input names the record at fault
+            explained = feed.explain(self.data, error)
+            if explained is None:
+                raise
+            raise explained from None
         finally:
             self._sync_model()
 
@@ -278,6 +297,7 @@ class Trainer:
         path = self._checkpoints.restore() if self._checkpoints else None
         if path:
             log.info("tfps: restored %s (step %d)", path, self.step)
+            feed.after_restore(self.data, self.step)  # a file input resumes inside its epoch
         return self.step
 
     def _sync_model(self) -> None:
