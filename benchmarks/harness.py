@@ -133,11 +133,16 @@ class Cluster:
         self.spec = _Cluster.local(num_ps=num_ps, num_workers=num_workers)
         self.procs = Processes(procs.workdir)
         self.logs = []
+        self.pids: dict[str, int] = {}  # "ps0" -> pid: the chief measures their CPU
+        tasks = num_ps + num_workers + 1
         for task, _ in self.spec.tasks():
             if task.type in ("ps", "worker"):
                 name = f"{tag}-{task.type}{task.index}.log"
-                self.procs.start([PY, "-m", "tfps.server"], log_name=name,
-                                 env=task_env(self.spec.tf_config(task.type, task.index)))
+                # As tfps-launch tells its tasks: TF's thread spinning follows the host's load.
+                env = dict(task_env(self.spec.tf_config(task.type, task.index)),
+                           TFPS_TASKS_ON_HOST=str(tasks))
+                proc = self.procs.start([PY, "-m", "tfps.server"], log_name=name, env=env)
+                self.pids[f"{task.type}{task.index}"] = proc.pid
                 self.logs.append(os.path.join(procs.workdir, name))
         deadline = time.monotonic() + _SERVER_TIMEOUT
         for log in self.logs:  # wait until every server serves: no start-up CPU in timings
@@ -149,7 +154,11 @@ class Cluster:
                 time.sleep(0.2)
 
     def chief_env(self) -> dict:
-        return task_env(self.spec.tf_config("chief", 0))
+        """The chief's environment: its TF_CONFIG, the host's task count, and the servers'
+        pids (``BENCH_PIDS``: the chief reports their CPU per step, `workloads.CpuMeter`)."""
+        return dict(task_env(self.spec.tf_config("chief", 0)),
+                    TFPS_TASKS_ON_HOST=str(len(self.pids) + 1),
+                    BENCH_PIDS=json.dumps(self.pids))
 
     def close(self):
         self.procs.close()
@@ -249,8 +258,9 @@ class Result:
                "ratio": self.ratio, "goal": self.goal, "unit": self.unit}
         if "traffic" in self.detail:
             row["traffic"] = self.detail["traffic"]
-        if "mode" in self.detail:
-            row["mode"] = self.detail["mode"]
+        for key in ("mode", "cpu_ms_per_step", "extra"):
+            if key in self.detail:
+                row[key] = self.detail[key]
         return row
 
 
@@ -278,7 +288,7 @@ def paired(procs, reps, run_a, run_b, log, to_value=lambda r: r["steps_per_sec"]
            ratio=lambda a, b: a / b):
     """Runs A and B alternately `reps` times (A B, B A, ...); returns medians, the median
     paired ratio, and the detail (every value; the traffic counts each side reported)."""
-    values_a, values_b, ratios, traffic = [], [], [], {}
+    values_a, values_b, ratios, traffic, cpu = [], [], [], {}, {}
     for rep in range(reps):
         pair = {}
         order = ("a", "b") if rep % 2 == 0 else ("b", "a")
@@ -286,6 +296,9 @@ def paired(procs, reps, run_a, run_b, log, to_value=lambda r: r["steps_per_sec"]
             result = (run_a if side == "a" else run_b)(rep, pair)
             if "traffic" in result:
                 traffic.setdefault("tfps" if side == "a" else "baseline", result["traffic"])
+            cpu_fields = {k[4:]: v for k, v in result.items() if k.startswith("cpu_")}
+            if cpu_fields:
+                cpu.setdefault("tfps" if side == "a" else "baseline", []).append(cpu_fields)
             pair[side] = to_value(result)
             shown = {k: v for k, v in result.items() if k != "traffic"}
             log(f"  rep {rep + 1}/{reps} {'tfps' if side == 'a' else 'baseline'}: "
@@ -296,6 +309,10 @@ def paired(procs, reps, run_a, run_b, log, to_value=lambda r: r["steps_per_sec"]
     detail = {"tfps_reps": values_a, "baseline_reps": values_b, "ratios": ratios}
     if traffic:
         detail["traffic"] = traffic
+    if cpu:  # CPU ms per step of each process, the median over the repetitions
+        detail["cpu_ms_per_step"] = {side: {name: median([r[name] for r in reps if name in r])
+                                            for name in reps[0]}
+                                     for side, reps in cpu.items()}
     return median(values_a), median(values_b), median(ratios), detail
 
 

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 from harness import (CHIEF_TIMEOUT, NO_PS, PY, REPO, BenchError, Cluster, Row, cluster_pair,
-                     common, kill_group, paired, task_env,
+                     common, kill_group, median, paired, task_env,
                      run_program, script)
 
 # Fixed packing of the trainer_overhead / sparse rows (steps per closure on both sides).
@@ -101,6 +101,53 @@ def row_closure_vs_loop(procs, size, log):
 def row_closure_vs_loop_per_step(procs, size, log):
     """The default mode, K_BEST steps per closure."""
     return _closure_vs_loop(procs, size, log, [], f"per step, {K_BEST} per closure")
+
+
+def row_ps_capacity(procs, size, log):
+    """How many workers stepping at one process's speed one ps task keeps up with before its
+    core saturates: ``workers_per_ps`` = (the step time of the same model in one process) /
+    (the ps task's CPU ms per worker step). tfps's default mode (tfps side) against the
+    tutorial's loop (baseline), 1 ps + 1 worker; the best mode's figure goes in the JSON
+    (``best_workers_per_ps``). The one-process step time is measured in the same row."""
+    flags = common(size.k_recsys * 5, size.warmup, size.windows)
+    best = [f"--local_steps={H_BEST}", f"--warmup_steps={H_BEST}",
+            f"--steps={max(size.k_local, 2 * H_BEST)}"]
+    cluster = Cluster(procs, 1, 1, "ps_capacity")
+    try:
+        env = cluster.chief_env()
+        one, default, tutorial, best_mode = [], [], [], []
+        for rep in range(size.reps):
+            one.append(run_program(procs, [PY, script("baselines", "local.py"), *flags],
+                                   env)["steps_per_sec"])
+            for runs, argv in ((default, [PY, script("tfps_side", "trainer.py"), *flags,
+                                          "--steps_per_closure=0"]),
+                               (tutorial, [PY, script("baselines", "tutorial_loop.py"),
+                                           *flags]),
+                               (best_mode, [PY, script("tfps_side", "trainer.py"), *flags,
+                                            *best])):
+                result = run_program(procs, argv, env, traffic=rep == 0)
+                runs.append(result)
+            log(f"  rep {rep + 1}/{size.reps}: one process {one[-1]:.1f} steps/s; ps CPU ms "
+                f"per step: tfps {default[-1]['cpu_ps0']}, tutorial {tutorial[-1]['cpu_ps0']},"
+                f" best {best_mode[-1]['cpu_ps0']}")
+    finally:
+        cluster.close()
+    step_ms = 1e3 / median(one)
+
+    def per_ps(runs):
+        return step_ms / max(median([r["cpu_ps0"] for r in runs]), 1e-6)
+
+    a, b = per_ps(default), per_ps(tutorial)
+    detail = {"mode": "per step (default)", "extra": {
+        "one_process_step_ms": round(step_ms, 3), "best_mode": f"local_steps={H_BEST}",
+        "best_workers_per_ps": round(per_ps(best_mode), 2)},
+        "traffic": {"tfps": default[0].get("traffic"), "baseline": tutorial[0].get("traffic"),
+                    "best": best_mode[0].get("traffic")},
+        "cpu_ms_per_step": {side: {k[4:]: median([r[k] for r in runs]) for k in runs[0]
+                                   if k.startswith("cpu_")}
+                            for side, runs in (("tfps", default), ("baseline", tutorial),
+                                               ("best", best_mode))}}
+    return a, b, a / b, detail
 
 
 def row_sparse_table_scaling(procs, size, log):
@@ -304,6 +351,7 @@ ROWS = [
     Row("closure_vs_loop", ">= 0.9", "steps/s", "higher", 0.9, row_closure_vs_loop),
     Row("closure_vs_loop_per_step", ">= 0.9", "steps/s", "higher", 0.9,
         row_closure_vs_loop_per_step),
+    Row("ps_capacity", ">= 2 (best >= 20)", "workers/ps", "higher", 2.0, row_ps_capacity),
     Row("sparse_table_scaling", "<= 1.1 (time)", "ms/step", "lower", 1.1,
         row_sparse_table_scaling),
     Row("accumulation_vs_local", ">= 0.5", "steps/s", "higher", 0.5,

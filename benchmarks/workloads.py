@@ -244,6 +244,38 @@ def median(values):
     return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
 
 
+class CpuMeter:
+    """CPU seconds of this process and of the cluster's servers (``BENCH_PIDS``, set by the
+    harness: ``{"ps0": pid, "worker0": pid, ...}``), read from /proc around timed windows.
+    `fields(steps)` gives ``cpu_<process>=<ms per step>`` for the `report` line; outside a
+    cluster it measures this process alone (``cpu_chief``)."""
+
+    def __init__(self):
+        self.pids = dict(json.loads(os.environ.get("BENCH_PIDS", "{}")), chief=os.getpid())
+        self.used = {name: 0.0 for name in self.pids}
+        self._start = None
+
+    @staticmethod
+    def _seconds(pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def start(self) -> None:
+        self._start = {name: self._seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> None:
+        for name, pid in self.pids.items():
+            self.used[name] += self._seconds(pid) - self._start[name]
+
+    def fields(self, steps: int) -> dict:
+        return {f"cpu_{name}": f"{1e3 * used / max(steps, 1):.3f}"
+                for name, used in self.used.items()}
+
+
 def report(rates, timed=None, **extra):
     """The one machine-readable line every benchmark program prints: ``bench: ...``
     (`timed`: seconds spent in the timed windows, the rest of the process's life is set-up)."""
@@ -258,13 +290,17 @@ def measure_windows(run, warmup_steps, steps, windows, **extra):
     `windows` times, timing each; prints the `report` line (with `extra` fields, or those a
     callable `extra` value returns afterwards). ``run(n)`` returns steps done."""
     run(warmup_steps)
-    rates, timed = [], []
+    rates, timed, meter, total = [], [], CpuMeter(), 0
     for _ in range(windows):
+        meter.start()
         start = time.perf_counter()
         done = run(steps)
         timed.append(time.perf_counter() - start)
+        meter.stop()
         rates.append(done / timed[-1])
-    report(rates, timed=sum(timed), **{k: v() if callable(v) else v for k, v in extra.items()})
+        total += done
+    report(rates, timed=sum(timed), **meter.fields(total),
+           **{k: v() if callable(v) else v for k, v in extra.items()})
 
 
 def add_common_flags(parser):

@@ -18,14 +18,18 @@ def main():
     trainer = side.trainer(args)
     target = trainer.train(args.warmup_steps).step
     rates, timed, per_closure = [], [], None
+    meter, steps = workloads.CpuMeter(), 0
     for _ in range(args.windows):
+        meter.start()
         start = time.perf_counter()
         result = trainer.train(target + args.steps)
         timed.append(time.perf_counter() - start)
+        meter.stop()
         rates.append((result.step - target) / timed[-1])
+        steps += result.step - target
         target, per_closure = result.step, result.steps_per_closure
     workloads.report(rates, timed=sum(timed), steps_per_closure=per_closure,
-                     **side.finish(args, trainer, per_closure))
+                     **meter.fields(steps), **side.finish(args, trainer, per_closure))
 
 
 if __name__ == "__main__":

@@ -134,7 +134,12 @@ class StepFunctions:
         rule, updates = self.kernels, []
         for g, var in pairs:
             slots = [s.handle for s in optim_math.slots_of(self.optimizer, rule.rule, var)]
-            if isinstance(g, tf.IndexedSlices):
+            if isinstance(g, tf.IndexedSlices) and _distinct(g.indices):
+                # The rows of one de-duplicated lookup (`dedup_lookups`): distinct already,
+                # and on the ps already (the gather's ids).
+                updates.append(rule.sparse(var.handle, slots, g.values, g.indices, step,
+                                           var.dtype))
+            elif isinstance(g, tf.IndexedSlices):
                 rows, index = tf.unique(g.indices)
                 summed = tf.math.unsorted_segment_sum(g.values, index, tf.size(rows))
                 updates.append(rule.sparse(var.handle, slots, summed, rows, step, var.dtype))
@@ -159,6 +164,15 @@ class StepFunctions:
         """One whole step: ``(loss, τ)`` (`step`: see `apply`)."""
         loss, grads, read_version = self.replica_gradients(batch)
         return loss, self.apply(grads, read_version, step)
+
+
+def _distinct(indices) -> bool:
+    """Whether `indices` are known distinct at trace time: the ids of one de-duplicated
+    lookup (a `tf.unique` output, maybe reshaped on the way to the gradient)."""
+    tensor = indices
+    while tensor.op.type in ("Reshape", "Identity"):
+        tensor = tensor.op.inputs[0]
+    return tensor.op.type == "Unique" and tensor.value_index == 0
 
 
 class PerStepClosure:
