@@ -32,8 +32,10 @@ def export(model, path, *, overwrite: bool = False, builder: Callable | None = N
       overwrite: replace a SavedModel already at `path` (never anything else).
       builder: a zero-argument function building the same model; default `clone_model`
         (required for a subclassed model).
-      serving_fn, input_signature: what serves; default the model on its inputs
-        (see `tfps.export.export_saved_model`).
+      serving_fn: what serves; default the model on its inputs (see
+        `tfps.export.export_saved_model`).
+      input_signature: the serving function's inputs, with `serving_fn` (see
+        `tfps.export.export_saved_model`).
 
     Raises:
       tfps.errors.ConfigError: `model` is not a tf_keras model, or a bad `path` (see

@@ -171,7 +171,7 @@ class DynamicEmbedding(TableLayer, tf_keras.layers.Layer):
     (a `tf.CriticalSection` on its ps), so **two concurrent updates of one row both apply, one
     after the other**: none is lost, and sighting counts stay exact. A hash table alone has no
     atomic update: without the lock, a read-modify-write of two workers interleaves and the
-    later write drops the earlier update (measured: 3 of 1000 concurrent increments lost).
+    later write drops the earlier update (docs/embeddings.md).
 
     **Failures.** As for variables: a closure re-run after a worker failure (TF runs closures
     at least once) counts its sightings and applies its row updates again; a lost ps loses its
@@ -204,6 +204,10 @@ class DynamicEmbedding(TableLayer, tf_keras.layers.Layer):
 
     Args:
       dim: embedding columns.
+      **kwargs: the table's settings below (`TableConfig`) and Keras layer arguments
+        (``name``, ...).
+
+    Keyword Args:
       key_dtype: ``"int64"`` (int32 ids are widened) or ``"string"``.
       min_count: sightings before an id gets a row (1: at first sight).
       max_rows_per_shard: row cap per ps task, or None.
@@ -216,7 +220,6 @@ class DynamicEmbedding(TableLayer, tf_keras.layers.Layer):
       init_scale: scale of ``"uniform"`` / ``"normal"``.
       default_value: what ids without a row read: a float or `dim` floats.
       seed: seed of the hash initializers.
-      **kwargs: Keras layer arguments (``name``, ...).
 
     Raises:
       tfps.errors.ConfigError: a bad value or contradicting eviction settings (at
