@@ -171,7 +171,7 @@ def require():
             f"tfps cannot run on tensorflow {_distribution_version('tensorflow')} with "
             f"tf-keras {_distribution_version('tf-keras')}: it needs {what} from {where}, "
             f"which this version lacks{more}; install the versions tfps is tested with "
-            f"(setup.cfg) or see README 'Trying a newer TensorFlow'")
+            f"(setup.cfg) or see docs/getting-started.md, 'Trying a newer TensorFlow'")
     _checked = True
     return tf
 

@@ -26,7 +26,7 @@ def _chief_result(run) -> dict:
 @pytest.mark.slow
 def test_recsys_dynamic_learns_and_resumes_on_three_ps(launch, tmp_path):
     # A short mode: fewer steps and a smaller held-out set than the default (2000 steps, whose
-    # measured run is in the README); the same 10-million-id space, generator and table.
+    # measured run is in docs/embeddings.md); the same 10-million-id space, generator and table.
     model_dir = tmp_path / "model"
     args = [RECSYS_DYNAMIC, f"--model_dir={model_dir}", "--checkpoint_every=200",
             "--eval_examples=8192", "--log_every=200"]

@@ -181,7 +181,8 @@ def run(config: LaunchConfig, early_signals: list | None = None) -> int:
         raise ConfigError(f"--log-dir {_cli.quote(log_dir)}: {where}{e.strerror or e}"
                           ) from None
     # Still single-threaded (Output starts its threads per task): the PID namespace's reaper
-    # is forked here. Without one, only the tasks' process groups are ended (README).
+    # is forked here. Without one, only the tasks' process groups are ended
+    # (docs/launching.md, "Lifecycle").
     pids = namespaces.PidNamespace()
     pid_reason = pids.enter()
     network = ("a private network namespace (loopback only)" if config.private_network
