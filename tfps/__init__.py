@@ -20,6 +20,11 @@ _env.configure()
 
 from tfps import errors  # noqa: E402
 from tfps.cluster import Cluster, TaskId  # noqa: E402
+from tfps.train import preemption as _preemption  # noqa: E402
+
+# In a chief tfps-launch started, a preemption notice (SIGUSR1) is kept from now on, not
+# fatal: the Trainer checkpoints at its first closure boundary and exits to be requeued.
+_preemption.install_for_launched_chief()
 
 __version__ = "0.2.0"
 

@@ -199,3 +199,28 @@ def test_closures_shortened_at_epoch_ends_still_count_exactly():
     trainer = FakeTrainer(closure_steps=10, epoch_steps=25)
     result = _loop(trainer, checkpoint_every=None, log_every=0).run(0, 75)
     assert result.step == 75 and trainer.closures == [10, 10, 5] * 3
+
+
+def test_a_launched_chief_keeps_a_preemption_notice_until_training(monkeypatch):
+    import os
+    import signal
+
+    from tfps.train import preemption
+
+    monkeypatch.setattr(preemption, "PREEMPTION", preemption.Preemption())
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        assert not preemption.install_for_launched_chief({"TF_CONFIG": "{}"})
+        worker = '{"task": {"type": "worker", "index": 0}}'
+        assert not preemption.install_for_launched_chief(
+            {"TF_CONFIG": worker, "TFPS_TASKS_ON_HOST": "3"})
+        chief = '{"task": {"type": "chief", "index": 0}}'
+        assert preemption.install_for_launched_chief(
+            {"TF_CONFIG": chief, "TFPS_TASKS_ON_HOST": "3"})
+        os.kill(os.getpid(), signal.SIGUSR1)  # kept, not fatal
+        assert preemption.PREEMPTION() == "preempted (SIGUSR1)"
+        signal.signal(signal.SIGUSR1, lambda *a: None)  # a program's own handler stays
+        assert not preemption.PREEMPTION.install()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

@@ -50,7 +50,7 @@ from tfps.train.dynamic import DynamicTables
 from tfps.train.evaluation import ExactEvaluator
 from tfps.train.loop import Action, Stopped, TrainLoop
 from tfps.train.options import TrainerOptions, TrainResult
-from tfps.train.preemption import Preemption
+from tfps.train.preemption import PREEMPTION
 from tfps.train.progress import ProgressReporter
 from tfps.train.staleness import Staleness
 from tfps.train.steps import StepFunctions
@@ -190,9 +190,9 @@ class Trainer:
                          num_workers=self._workers, closure_steps=options.mode.closure_steps,
                          measures_staleness=self._staleness.enabled,
                          save=self._write_checkpoint, record_values=self._record_values)
-        self._preemption = Preemption()
+        PREEMPTION.install()  # SIGUSR1: a checkpoint and exit 138 (tfps.train.preemption)
         self._loop = TrainLoop(trainer=side, options=options, model_dir=model_dir,
-                               actions=actions, stop=self._preemption)
+                               actions=actions, stop=PREEMPTION)
         # Under tfps-launch: hang tracking per worker and live metrics (tfps.train.health).
         self._health = health.attach(loop=self._loop, coordinator=self.coordinator,
                                      num_workers=self._workers, traffic=self.traffic)
@@ -247,10 +247,11 @@ class Trainer:
             self._steps.fused.from_model()  # the model's variables may have been set meanwhile
         self._dynamic.start(self.step)
         try:
-            with errors.surfaced(), self._preemption.watching():
+            with errors.surfaced():
                 # errors.surfaced: a ConfigError from traced user code, as itself
                 return self._loop.run(self.step, train_steps)
         except Stopped as stopped:
+            PREEMPTION.clear()
             where = self._checkpoints.latest if self._checkpoints else "no model_dir"
             print(f"tfps: {stopped.reason}: checkpoint {where} written at step "
                   f"{stopped.step}; exiting {exit_codes.PREEMPTED} to be requeued", flush=True)
