@@ -1,13 +1,14 @@
 """MkDocs hook: a few Markdown files that live beside the code, served as pages of the site.
 
-`benchmarks/README.md` and its dated `benchmarks/results/*.md`, and `cluster_specs/README.md`,
-belong where they are (next to what they describe), yet the site should show them and check
-their links. This hook adds them to the site under their repository paths
-(``benchmarks/README.md`` is served at ``benchmarks/``), and rewrites each relative link of
-every page so that a link written for GitHub works on the site too: it is resolved against
-the page's path in the repository (``docs/performance.md``, ``benchmarks/README.md``) and
-pointed at the page that serves the target. A link to any other repository file is left as it
-is, so that a strict build fails on it: name such files in code spans instead.
+`benchmarks/README.md` and its dated `benchmarks/results/*.md`, `cluster_specs/README.md` and
+`CHANGELOG.md` belong where they are (next to what they describe, or at the root), yet the
+site should show them and check their links. This hook adds them to the site under their
+repository paths (``benchmarks/README.md`` is served at ``benchmarks/``), and rewrites each
+relative link of every page so that a link written for GitHub works on the site too: it is
+resolved against the page's path in the repository (``docs/performance.md``,
+``benchmarks/README.md``) and pointed at the page that serves the target. A link to any other
+repository file is left as it is, so that a strict build fails on it: name such files in code
+spans instead.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import re
 from mkdocs.structure.files import File
 
 # Repository files (globs, relative to the repository root) served as pages at their own path.
-REPO_PAGES = ("benchmarks/README.md", "benchmarks/results/*.md", "cluster_specs/README.md")
+REPO_PAGES = ("benchmarks/README.md", "benchmarks/results/*.md", "cluster_specs/README.md",
+              "CHANGELOG.md")
 DOCS = "docs"
 # An inline Markdown link or image target: ](target) or ](target "title").
 _LINK = re.compile(r"(\]\()([^)\s]+)([^)]*\))")
