@@ -59,11 +59,11 @@ SIZES = {
     # quick adds ~10 s of steady-state measurement per row.
     "quick": Size(reps=1, windows=2, k_recsys=60, k_linear_default=600, k_local=200,
                   k_accum=1280, fit_epochs=2, fit_steps=40, launch_reps=1, warmup=20,
-                  auc_chunk=200, auc_max_steps=6000, quality_steps=2000,
+                  auc_chunk=1000, auc_max_steps=8000, quality_steps=4000,
                   quality_workers=(2,)),
     "full": Size(reps=3, windows=3, k_recsys=400, k_linear_default=4000, k_local=500,
                  k_accum=6400, fit_epochs=4, fit_steps=200, launch_reps=3, warmup=100,
-                 auc_chunk=200, auc_max_steps=10_000, quality_steps=4000,
+                 auc_chunk=1000, auc_max_steps=10_000, quality_steps=4000,
                  quality_workers=(2, 4)),
 }
 

@@ -24,8 +24,11 @@ K_BEST = 100
 # Trainer fetches them as one stacked element and loops over them in a tf.while_loop).
 K_ACCUM = 256
 SPARSE_BIG, SPARSE_SMALL = 4_000_000, 40_000
-# The best mode of the traffic rows: H local steps per pull and push.
-H_BEST = 100
+# The best mode: H local steps per pull and push. Chosen by measurement (docs/performance.md):
+# on the recsys data a closure of 1000 steps touches the whole table, so the rows it moves
+# per step fall with H; quality_guard holds at 2 and 4 workers (clicks data, 4000 steps:
+# 0.999 and 0.994 of per-step AUC with H = 1000).
+H_BEST = 1000
 # quality_guard's stale-reads mode: the dense layers read once every S steps.
 S_STALE = 4
 # dynamic_vs_static: ids uniform over this many (the static table's rows); a 2048-id step
@@ -53,8 +56,14 @@ def row_default_vs_tutorial(procs, size, log):
                           *common(max(n // 5, 20), warm // 5, size.windows, "linear", k=1)])
 
 
+def _window(size, extra) -> int:
+    """Steps per timed window: whole closures of the best mode when it is the one timed."""
+    return max(size.k_local, H_BEST) if any("local_steps" in e for e in extra) else \
+        size.k_local
+
+
 def _ps_vs_local(procs, size, log, extra, mode):
-    flags = common(size.k_local, size.warmup, size.windows, k=K_BEST)
+    flags = common(_window(size, extra), size.warmup, size.windows, k=K_BEST)
     a, b, ratio, detail = cluster_pair(
         procs, size, log, num_ps=1, num_workers=1, tag="ps_vs_local",
         argv_a=lambda p: [PY, script("tfps_side", "trainer.py"), *flags, *extra],
@@ -82,7 +91,8 @@ def _closure_vs_loop(procs, size, log, extra, mode):
     (`workloads.variables_on_worker`), against one process's plain loop run on that worker
     (``baselines/worker_loop.py``): no parameter traffic on either side; the same model,
     optimizer, batches and steps per call (K_BEST)."""
-    flags = [*common(size.k_local, size.warmup, size.windows, k=K_BEST), "--on_worker"]
+    flags = [*common(_window(size, extra), size.warmup, size.windows, k=K_BEST),
+             "--on_worker"]
     a, b, ratio, detail = cluster_pair(
         procs, size, log, num_ps=1, num_workers=1, tag="closure_vs_loop",
         argv_a=lambda p: [PY, script("tfps_side", "trainer.py"), *flags, *extra],

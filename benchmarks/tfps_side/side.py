@@ -16,6 +16,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--local_steps", type=int, default=1)
     p.add_argument("--read_every", type=int, default=1)
     p.add_argument("--outer_momentum", type=float, default=0.0)
+    p.add_argument("--transfer", choices=("float32", "bfloat16"), default="float32",
+                   help="local steps: the type pulls and pushes travel in")
     p.add_argument("--staleness_aware", action="store_true")
     p.add_argument("--levers", choices=("on", "off"), default="on",
                    help="off: stack_steps, dedup_lookups and fuse_dense all False")
@@ -30,7 +32,8 @@ def mode(args) -> "tfps.train.modes.Mode":
     from tfps.train import modes
 
     if args.local_steps > 1:
-        return modes.LocalSteps(args.local_steps, outer_momentum=args.outer_momentum)
+        return modes.LocalSteps(args.local_steps, outer_momentum=args.outer_momentum,
+                                transfer_dtype=args.transfer)
     if args.accumulate > 1:
         return modes.Accumulate(args.accumulate)
     if args.read_every > 1:
