@@ -5,12 +5,12 @@ and checks what it relies on in its `_requirements()`, once, when TensorFlow is 
 It lives here only to keep each module under 400 lines; the TF modules it needs are handed in
 by the door (`_tf.checkpoint_internals`).
 
-Why (measured, docs/tensorflow-notes.md "Memory that grows with every save"): TF traces a new
-function at every eager save of variables on several tasks (functional_saver.py,
+Why (docs/tensorflow-notes.md, "Memory that grows with every save", has the measurement): TF
+traces a new function at every eager save of variables on several tasks (functional_saver.py,
 `MultiDeviceSaver.save`: ``tf_function_save``); each trace's components are registered and
 instantiated on every ps and never released (process_function_library_runtime.cc
 `ReleaseMultiDeviceHandle`: "Releasing a multi-device component handle on a remote device is
-not yet implemented"): ~0.2 MB per save on each ps. Inside a function, `Checkpoint._write`
+not yet implemented"), so each ps grows with every save. Inside a function, `Checkpoint._write`
 builds the same save ops without an inner function, so one traced write, reused while what is
 saved stays the same, leaves nothing behind. `CheckpointManager.save` calls
 ``Checkpoint._write(prefix, options)`` with its bookkeeping (the state file, the removal of old

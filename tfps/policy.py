@@ -47,8 +47,9 @@ MAX_STEPS_PER_CLOSURE = 1000
 # The automatic measurement times closures of these two sizes, this many rounds each.
 CALIBRATION_STEPS = (1, 8)
 CALIBRATION_ROUNDS = 3
-# Keras fit under PSS: closures per worker per epoch, and the most steps per closure (field
-# measurements: ~1000 steps/s at 100 per closure vs ~700 at 10; more only delays callbacks).
+# Keras fit under PSS: closures per worker per epoch, and the most steps per closure (more only
+# delays callbacks; the measurement behind 100: docs/performance.md, "Sizing rules and what
+# they rest on").
 CLOSURES_PER_WORKER = 4
 MAX_STEPS_PER_EXECUTION = 100
 # Below this size a shard costs more in per-RPC overhead than it saves in ps bandwidth.
@@ -56,8 +57,8 @@ DEFAULT_MIN_SHARD_BYTES = 256 << 10
 # Exactly-once evaluation: tf_keras's own "auto" (training.py, _infer_exact_eval_shards).
 EVAL_SHARDS_PER_WORKER = 5
 # Spin only with this many cores per TF process on the host: each has an inter-op and an
-# intra-op pool as wide as the host (measured on 2 cores, 5 tasks: ps CPU per step 3.98 ms
-# spinning, 2.92 ms not; docs/performance.md).
+# intra-op pool as wide as the host, and spinning threads take cores from the other tasks
+# (measured: docs/performance.md, "Sizing rules and what they rest on").
 SPIN_CORES_PER_TASK = 2
 # The environment variable tfps-launch sets in every task: TF processes it runs on this host.
 TASKS_ON_HOST_ENV = "TFPS_TASKS_ON_HOST"

@@ -126,7 +126,8 @@ def make_coordinator(strategy):
 def _worker_inter_op_threads(num_workers: int) -> int:
     """Inter-op pool size for an in-process worker server.
 
-    Two hangs come from a pool that is too small, both seen on 2-core machines:
+    Two hangs come from a pool that is too small (docs/tensorflow-notes.md, "A small inter-op
+    pool hangs in-process clusters", has what was seen):
     - With one thread per core, the workers and the coordinator starve each other and training
       hangs (the official PSS tutorial sets ``num_workers + 1`` for this).
     - A dataset whose iterator runs a TF function when destroyed (``from_generator``'s
@@ -134,10 +135,8 @@ def _worker_inter_op_threads(num_workers: int) -> int:
       chief drops the iterator: the worker's ``RemoteMgr::DeleteTensorHandle`` destroys the
       iterator while holding its mutex, from an inter-op thread, and the finalize function
       waits for a free inter-op thread; the other deletes the chief sent at the same time each
-      take a thread and block on that mutex. Seen with 3 threads (3 deletes after `fit`); the
-      chief then blocks in its next `tf.function` trace (``TFE_ContextAddFunction`` registers
-      the function on the worker through the same queue). More threads make it need more
-      simultaneous deletes; idle threads cost nothing.
+      take a thread and block on that mutex. More threads make it need more simultaneous
+      deletes; idle threads cost nothing.
     """
     return max(multiprocessing.cpu_count(), 4 * (num_workers + 1))
 

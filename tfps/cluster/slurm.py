@@ -13,8 +13,8 @@ variables slurmd sets and computes the same cluster:
 
 TF's own `SlurmClusterResolver` is not used: it sorts hosts by name (``node10`` before
 ``node9``, against srun's placement) and lists no task on a host without GPUs; and importing
-it imports all of TensorFlow, 8-60 s per task before the task server can start
-(docs/tensorflow-notes.md, "Slurm").
+it imports all of TensorFlow before the task server can start (docs/tensorflow-notes.md,
+"Slurm", has the times).
 
 >>> expand_hostlist("n[1-2],m5,o[08-10]")
 ['n1', 'n2', 'm5', 'o08', 'o09', 'o10']

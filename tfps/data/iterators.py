@@ -4,9 +4,10 @@
 (`ClusterCoordinator.create_per_worker_dataset`); each closure reads the next batches of its
 worker's iterator. When the element shapes are static, the closure's batches are stacked into
 one element (``batch(steps_per_closure, drop_remainder=True)``): PSS fetches a per-worker
-element through a MultiDeviceIterator for ~0.35 ms whatever its size, which would otherwise be
-most of a small model's step (docs/tensorflow-notes.md). A closure of fewer steps than the stack
-uses the first batches of its element.
+element through a MultiDeviceIterator at a fixed cost whatever its size, which would otherwise
+be most of a small model's step (docs/tensorflow-notes.md, "Per-worker iterators and partial
+batches", has the cost). A closure of fewer steps than the stack uses the first batches of
+its element.
 
 Failure semantics: a closure re-run after a worker failure reads the next batches of the
 iterator of the worker it re-runs on, not the batches of its first run; an input whose feeds

@@ -13,9 +13,9 @@ the model:
 * **chief**: 2 CPUs, 2 GiB (it coordinates; the variables live on the ps tasks).
 * **evaluator**: 2 CPUs, 2 GiB plus the whole model (it restores every variable).
 
-No task is given less than `MIN_TASK_MIB` (1 GiB): TensorFlow 2.21 alone is ~580 MiB resident
-once imported and serving (measured 2026-12-06, ``import tensorflow`` + a
-``tf.distribute.Server``), before the task holds a variable or a batch.
+No task is given less than `MIN_TASK_MIB` (1 GiB): TensorFlow alone takes about half of that
+once imported and serving, before the task holds a variable or a batch (measured:
+docs/engines/index.md, "What every Kubernetes engine shares").
 
 >>> defaults(num_ps=2, num_workers=16)["ps"]
 Resources(cpu='4', memory_mib=2048)
@@ -42,7 +42,7 @@ __all__ = ["MIN_TASK_MIB", "Resources", "check_task_memory", "defaults", "k8s_me
 _GIB_MIB = 1024
 # TF runtime, gRPC and Python of any task, before it holds a variable.
 _RUNTIME_MIB = 1024
-# The least memory any task may be given: its runtime (module docstring: ~580 MiB measured).
+# The least memory any task may be given: its runtime (module docstring).
 MIN_TASK_MIB = _RUNTIME_MIB
 # A ps holds its share of the model twice at a save (tfps/launch/doctor.py's
 # _PS_MEMORY_FRACTION = 0.5).

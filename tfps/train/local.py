@@ -24,8 +24,9 @@ pull and the pushes add up (asynchronous, like the rest of PSS). The dense param
 differences are scaled by η, by default 1 / the number of workers, so that together the pushes
 move them by the average of the workers' progress, as DiLoCo's synchronous outer step does;
 embedding rows are added whole: the workers' batches mostly touch different rows, and a row's
-progress is then one worker's alone (measurements: docs/performance.md). Rows of Adam's
-moments are updated "lazily": only the rows a step touches.
+progress is then one worker's alone (docs/performance.md, "Local steps and stale pushes",
+has the measurements). Rows of Adam's moments are updated "lazily": only the rows a step
+touches.
 
 Worker-local state is `per_worker_variable`s. TF's automatic control dependencies do not see
 them (a new placeholder per handle access, ps_values.py `PerWorkerVariable`), so each handle is

@@ -10,9 +10,9 @@ checkpoint (preemption: `tfps.train.preemption`).
 
 Exact step count: TF's coordinator runs a closure *at least once*; after a worker dies, the
 closures it was running run again elsewhere, so a counter advanced inside a closure can count
-a closure twice (seen: 4001 steps for 4000). Here the chief counts: each closure's steps are
-added once, when its result arrives, and the counter on ps (saved with the checkpoint) is
-written from that count before every save.
+a closure twice (docs/tensorflow-notes.md, "At-least-once closures"). Here the chief counts:
+each closure's steps are added once, when its result arrives, and the counter on ps (saved
+with the checkpoint) is written from that count before every save.
 """
 
 from __future__ import annotations

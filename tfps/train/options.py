@@ -52,7 +52,8 @@ class TrainerOptions:
         steps, each push's difference is scaled by 1 / (1 + τ), τ the pushes of other workers
         since its pull. Default: on for local steps with several workers (their unscaled
         pushes can leave a model that converges within h steps off its optimum), off
-        otherwise; see `staleness_for`.
+        otherwise; see `staleness_for` (docs/performance.md, "Local steps and stale
+        pushes").
       checkpoint_every: steps between checkpoints (with a ``model_dir``); None: only at the end.
       max_to_keep: checkpoints kept.
       log_every: steps between progress records; 0 disables them.
