@@ -272,6 +272,7 @@ class Row:
     better: str        # "higher": ratio >= target meets the goal; "lower": ratio <= target
     target: float
     run: Callable      # run(procs, size, log) -> (tfps, baseline, ratio, detail)
+    also: Callable | None = None  # also(detail) -> bool: a second goal the row must meet
 
 
 def script(*parts) -> str:

@@ -280,17 +280,24 @@ def row_launch_ready(procs, size, log):
 
 
 # ------------------------------------------------------------------------------ traffic rows
+# time_to_auc's target: 0.97 x the oracle's AUC is reached after ~900 steps, a few seconds
+# (benchmarks/results/2026-11-30-full.md), too short to time: 0.98.
+AUC_TARGET = 0.98
+
+
 def row_time_to_auc(procs, size, log):
-    """Training seconds until the held-out AUC reaches 0.97 x the oracle's: tfps (1 ps + 1
-    worker, the best mode) against one process with the same model, optimizer and batch."""
+    """Training seconds until the held-out AUC reaches AUC_TARGET x the oracle's: tfps (1 ps + 1
+    worker, the best mode) against one process with the same model, optimizer and batch; both
+    warm up (trace) on the same first K_BEST steps."""
     flags = [f"--steps={size.auc_chunk}", f"--max_steps={size.auc_max_steps}",
-             "--workload=clicks", "--windows=1"]
+             "--workload=clicks", "--windows=1", f"--target={AUC_TARGET}",
+             f"--warmup_steps={K_BEST}"]
     a, b, ratio, detail = cluster_pair(
         procs, size, log, num_ps=1, num_workers=1, tag="time_to_auc",
         argv_a=lambda p: [PY, script("tfps_side", "time_to_auc.py"), *flags,
-                          f"--local_steps={H_BEST}", f"--warmup_steps={H_BEST}"],
+                          f"--local_steps={H_BEST}"],
         argv_b=lambda p: [PY, script("baselines", "time_to_auc_local.py"), *flags,
-                          f"--steps_per_closure={K_BEST}", f"--warmup_steps={K_BEST}"],
+                          f"--steps_per_closure={K_BEST}"],
         to_value=lambda r: r["seconds"], traffic=(False, False))
     detail["mode"] = f"local_steps={H_BEST}"
     return a, b, ratio, detail
@@ -320,15 +327,18 @@ def row_quality_guard(procs, size, log):
     modes = {f"local_steps={H_BEST}": [f"--local_steps={H_BEST}"],
              f"read_every={S_STALE}": [f"--read_every={S_STALE}"]}
     flags = ["--workload=clicks", f"--steps={size.quality_steps}", f"--steps_per_closure={K_FIXED}"]
-    worst = None
+    worst, cpu = None, {}
     for workers in size.quality_workers:
         cluster = Cluster(procs, 2, workers, f"quality{workers}")
         try:
             env = cluster.chief_env()
 
             def auc(extra):
-                return run_program(procs, [PY, script("tfps_side", "quality.py"), *flags,
-                                           *extra], env)["auc"]
+                result = run_program(procs, [PY, script("tfps_side", "quality.py"), *flags,
+                                             *extra], env)
+                cpu.setdefault(f"{workers} workers, {' '.join(extra) or 'per step'}", {
+                    k[4:]: v for k, v in result.items() if k.startswith("cpu_")})
+                return result["auc"]
 
             per_step = auc([])
             for name, extra in modes.items():
@@ -339,7 +349,7 @@ def row_quality_guard(procs, size, log):
         finally:
             cluster.close()
     value, per_step, ratio, mode = worst
-    return value, per_step, ratio, {"mode": mode}
+    return value, per_step, ratio, {"mode": mode, "cpu_ms_per_step": cpu}
 
 
 def row_dynamic_vs_static(procs, size, log):
@@ -361,14 +371,15 @@ ROWS = [
     Row("closure_vs_loop", ">= 0.9", "steps/s", "higher", 0.9, row_closure_vs_loop),
     Row("closure_vs_loop_per_step", ">= 0.9", "steps/s", "higher", 0.9,
         row_closure_vs_loop_per_step),
-    Row("ps_capacity", ">= 2 (best >= 20)", "workers/ps", "higher", 2.0, row_ps_capacity),
+    Row("ps_capacity", ">= 2 (best >= 20)", "workers/ps", "higher", 2.0, row_ps_capacity,
+        also=lambda detail: detail["extra"]["best_workers_per_ps"] >= 20),
     Row("sparse_table_scaling", "<= 1.1 (time)", "ms/step", "lower", 1.1,
         row_sparse_table_scaling),
     Row("accumulation_vs_local", ">= 0.5", "steps/s", "higher", 0.5,
         row_accumulation_vs_local),
-    Row("launch_ready", "report (<= 2.5)", "s", "lower", 2.5, row_launch_ready),
+    Row("launch_ready", "<= 2.5 (time)", "s", "lower", 2.5, row_launch_ready),
     Row("fit_overhead", ">= 0.98", "steps/s", "higher", 0.98, row_fit_overhead),
-    Row("time_to_auc", "<= 1.2 (time)", "s", "lower", 1.2, row_time_to_auc),
+    Row("time_to_auc", "<= 1.2 (time, 0.98 x oracle)", "s", "lower", 1.2, row_time_to_auc),
     Row("bytes_per_step", "<= 0.25", "bytes", "lower", 0.25, row_bytes_per_step),
     Row("quality_guard", ">= 0.99", "auc", "higher", 0.99, row_quality_guard),
     Row("dynamic_vs_static", ">= 0.7", "steps/s", "higher", 0.7, row_dynamic_vs_static),

@@ -56,6 +56,8 @@ def run_rows(rows, size: Size, log=print, workdir=None) -> list[Result]:
                 try:
                     a, b, ratio, detail = row.run(procs, size, log)
                     met = ratio >= row.target if row.better == "higher" else ratio <= row.target
+                    if row.also is not None:
+                        met = met and row.also(detail)
                     results.append(Result(row.name, a, b, ratio, row.goal, row.unit, met,
                                           detail=detail))
                 except BenchError as e:

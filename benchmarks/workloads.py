@@ -229,12 +229,19 @@ class EpochTimer(tf.keras.callbacks.Callback):
         super().__init__()
         self.ends: list[float] = []
         self.start = None
+        self.meter = CpuMeter()  # from the end of the first epoch (tracing) to the last
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.ends.append(time.perf_counter())
+        if len(self.ends) == 1:
+            self.meter.start()
+
+    def on_train_end(self, logs=None):
+        if self.ends:
+            self.meter.stop()
 
 
 # ------------------------------------------------------------------------------ reporting

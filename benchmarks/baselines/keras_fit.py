@@ -40,7 +40,8 @@ def main():
               verbose=0)
     ends = timer.ends
     rates = [args.steps_per_epoch / (b - a) for a, b in zip(ends, ends[1:])]
-    workloads.report(rates, timed=ends[-1] - ends[0], steps_per_execution=args.steps_per_execution)
+    workloads.report(rates, timed=ends[-1] - ends[0], steps_per_execution=args.steps_per_execution,
+                     **timer.meter.fields(args.steps_per_epoch * (len(ends) - 1)))
 
 
 if __name__ == "__main__":

@@ -48,17 +48,21 @@ def main():
         return tf.squeeze(model([ids, dense]), 1)
 
     step = run(args.warmup_steps)
-    seconds, auc, oracle = 0.0, 0.0, 1.0
+    first = step
+    seconds, auc, oracle, meter = 0.0, 0.0, 1.0, workloads.CpuMeter()
     while step < args.max_steps:
+        meter.start()
         start = time.perf_counter()
         step += run(args.steps)
         seconds += time.perf_counter() - start
+        meter.stop()
         auc, oracle = workloads.clicks_auc(predict, args.num_ids)
         print(f"time_to_auc: step={step} seconds={seconds:.2f} auc={auc:.4f}", flush=True)
         if auc >= args.target * oracle:
             break
     print(f"bench: seconds={seconds:.2f} steps={step} auc={auc:.4f} oracle={oracle:.4f} "
-          f"reached={int(auc >= args.target * oracle)}", flush=True)
+          f"reached={int(auc >= args.target * oracle)} " + " ".join(
+              f"{k}={v}" for k, v in meter.fields(step - first).items()), flush=True)
 
 
 if __name__ == "__main__":

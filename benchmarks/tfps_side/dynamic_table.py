@@ -40,19 +40,22 @@ def main():
         options=tfps.TrainerOptions(steps_per_closure=args.steps_per_closure, log_every=0,
                                     progress_bar="off", checkpoint_every=None))
     target = trainer.train(args.warmup_steps).step
-    rates, timed = [], []
+    rates, timed, meter, steps = [], [], workloads.CpuMeter(), 0
     for _ in range(args.windows):
+        meter.start()
         start = time.perf_counter()
         result = trainer.train(target + args.steps)
         timed.append(time.perf_counter() - start)
+        meter.stop()
         rates.append((result.step - target) / timed[-1])
+        steps += result.step - target
         target = result.step
     extra = side.finish(args, trainer, args.steps_per_closure)  # graph, rows per step
     if args.table == "dynamic":
         extra["table_rows"] = sum(int(t.sizes()[:, 0].sum()) for t in tfps.layers.tables_of(
             trainer.model))
     workloads.report(rates, timed=sum(timed), steps_per_closure=args.steps_per_closure,
-                     **extra)
+                     **meter.fields(steps), **extra)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def main():
                    progress=True)
     ends = timer.ends
     rates = [args.steps_per_epoch / (b - a) for a, b in zip(ends, ends[1:])]
-    workloads.report(rates, timed=ends[-1] - ends[0], steps_per_execution=spe)
+    workloads.report(rates, timed=ends[-1] - ends[0], steps_per_execution=spe,
+                     **timer.meter.fields(args.steps_per_epoch * (len(ends) - 1)))
 
 
 if __name__ == "__main__":

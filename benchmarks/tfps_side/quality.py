@@ -9,10 +9,14 @@ import workloads
 def main():
     args = side.parser().parse_args()
     trainer = side.trainer(args)
+    meter = workloads.CpuMeter()  # the whole run: tracing included
+    meter.start()
     trainer.train(args.steps)
+    meter.stop()
     auc, oracle = workloads.clicks_auc(
         lambda ids, dense: tf.squeeze(trainer.model([ids, dense]), 1), args.num_ids)
-    print(f"bench: auc={auc:.5f} oracle={oracle:.5f} steps={trainer.step}", flush=True)
+    print(f"bench: auc={auc:.5f} oracle={oracle:.5f} steps={trainer.step} " + " ".join(
+        f"{k}={v}" for k, v in meter.fields(trainer.step).items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,14 @@ def main():
         return tf.squeeze(trainer.model([ids, dense]), 1)
 
     step = trainer.train(args.warmup_steps).step
-    seconds, auc, oracle = 0.0, 0.0, 1.0
+    first = step
+    seconds, auc, oracle, meter = 0.0, 0.0, 1.0, workloads.CpuMeter()
     while step < args.max_steps:
+        meter.start()
         start = time.perf_counter()
         result = trainer.train(step + args.steps)
         seconds += time.perf_counter() - start
+        meter.stop()
         step = result.step
         auc, oracle = workloads.clicks_auc(predict, args.num_ids)
         print(f"time_to_auc: step={step} seconds={seconds:.2f} auc={auc:.4f}", flush=True)
@@ -36,8 +39,8 @@ def main():
             break
     print(f"bench: seconds={seconds:.2f} steps={step} auc={auc:.4f} oracle={oracle:.4f} "
           f"reached={int(auc >= args.target * oracle)} "
-          + " ".join(f"{k}={v}" for k, v in side.finish(
-              args, trainer, result.steps_per_closure).items()), flush=True)
+          + " ".join(f"{k}={v}" for k, v in {**meter.fields(step - first), **side.finish(
+              args, trainer, result.steps_per_closure)}.items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -24,15 +24,22 @@ import pytest
 from conftest import REPO  # noqa: E402
 RUN = os.path.join(REPO, "benchmarks", "run.py")
 ROW_NAMES = ["trainer_overhead", "default_vs_tutorial", "ps_vs_local", "ps_vs_local_per_step",
+             "closure_vs_loop", "closure_vs_loop_per_step", "ps_capacity",
              "sparse_table_scaling", "accumulation_vs_local", "launch_ready", "fit_overhead",
              "time_to_auc", "bytes_per_step", "quality_guard", "dynamic_vs_static"]
 # Rows whose programs write their traced graphs, and the sides whose traffic is counted
 # (accumulation_vs_local's baseline is one process with a stacked loop: nothing to count).
 BOTH = {"tfps", "baseline"}
 COUNTED = {"trainer_overhead": BOTH, "default_vs_tutorial": BOTH, "ps_vs_local": BOTH,
-           "ps_vs_local_per_step": BOTH, "sparse_table_scaling": BOTH,
+           "ps_vs_local_per_step": BOTH, "closure_vs_loop": BOTH,
+           "closure_vs_loop_per_step": BOTH, "ps_capacity": BOTH | {"best"},
+           "sparse_table_scaling": BOTH,
            "accumulation_vs_local": {"tfps"}, "bytes_per_step": BOTH,
            "dynamic_vs_static": BOTH}
+
+
+# Rows that start no ps/worker cluster of their own (launch_ready times tfps-launch's).
+NO_CLUSTER = {"launch_ready"}
 
 
 def _run(tmp_path, *args, timeout):
@@ -60,7 +67,10 @@ def _check(rows, names, text):
             traffic = row["traffic"]
             assert set(traffic) == COUNTED[row["name"]], row
             for side in traffic.values():
-                assert {"tensors", "bytes", "ps_ops"} <= set(side), row
+                assert {"tensors", "bytes", "ps_ops", "ops"} <= set(side), row
+        if row["name"] not in NO_CLUSTER:  # CPU ms per step of every process of the cluster
+            cpu = row["cpu_ms_per_step"]
+            assert all({"ps0", "worker0", "chief"} <= set(p) for p in cpu.values()), row
     assert "| name" in text  # the printed table
 
 
@@ -89,7 +99,7 @@ def test_baselines_import_no_tfps():
             assert not any(n == "tfps" or n.startswith("tfps.") for n in names), path
 
 
-TINY_ROWS = ["trainer_overhead", "ps_vs_local", "bytes_per_step"]
+TINY_ROWS = ["trainer_overhead", "ps_vs_local", "ps_capacity", "bytes_per_step"]
 
 
 def test_tiny_rows(tmp_path):
@@ -98,8 +108,9 @@ def test_tiny_rows(tmp_path):
 
 
 # Rows whose programs and flags another row already runs here: ps_vs_local_per_step is
-# ps_vs_local's pair of programs without --local_steps (the per-step path trainer_overhead runs).
-COVERED = ["ps_vs_local_per_step"]
+# ps_vs_local's pair of programs without --local_steps (the per-step path trainer_overhead runs);
+# closure_vs_loop_per_step is closure_vs_loop's pair without it.
+COVERED = ["ps_vs_local_per_step", "closure_vs_loop_per_step"]
 
 
 @pytest.mark.slow

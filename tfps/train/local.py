@@ -82,7 +82,7 @@ class LocalStepsClosure:
         self.fn = tf.function(self._closure)
 
     def args(self, feed_args, num_steps: int) -> tuple:
-        return feed_args, num_steps
+        return feed_args, tf.constant(num_steps, tf.int32)  # one trace for any length
 
     def shape(self, num_steps: int) -> tuple[int, int]:
         return num_steps, num_steps
@@ -136,7 +136,7 @@ class LocalStepsClosure:
         return optim_math.slots_of(self.steps.optimizer, self.kernels.rule, var)
 
     # ------------------------------------------------------------------ the closure
-    def _closure(self, feed_args, n: int):
+    def _closure(self, feed_args, n):
         steps = self.steps
         self.traced_graph = tf.compat.v1.get_default_graph()
         targets, sparse = self._targets(), self._sparse()
@@ -179,8 +179,8 @@ class LocalStepsClosure:
             tau, scale = self._staleness(version0, [trained, trained_rows])
             self._push(targets, pulled, trained, scale)
             self._push_rows(sparse, found, rows0, trained_rows)
-            steps.optimizer.iterations.assign_add(n)
-        return total / n, tf.reshape(tau, [1])
+            steps.optimizer.iterations.assign_add(tf.cast(n, tf.int64))
+        return total / tf.cast(n, tf.float32), tf.reshape(tau, [1])
 
     def _load_copies(self, targets, pulled, copies) -> list:
         """Writes each pulled target (and its slots) into the local copies of the model
@@ -251,7 +251,7 @@ class LocalStepsClosure:
             return tf.reshape(rows, shape)
         return tf.reshape(rows, tf.concat([tf.shape(indices), tf.shape(rows)[1:]], 0))
 
-    def _discover(self, batch_at, n: int, sparse: list) -> list:
+    def _discover(self, batch_at, n, sparse: list) -> list:
         """Per sparse variable: ``(distinct ids, each id's position among them, offsets)``:
         the positions of step i start at ``offsets[i]``, in the order its lookups ran."""
         if not sparse:
