@@ -27,11 +27,17 @@ def test_the_site_builds_strictly(tmp_path):
     assert importlib.util.find_spec("mkdocs") is not None, \
         "mkdocs is not installed: pip install -e '.[test]' (./test.sh does)"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # mkdocs-material's banner, not a finding
+    # No --quiet: it raises mkdocs' log level above WARNING, and --strict counts warnings only
+    # when they are logged, so a quiet strict build passes over broken links.
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
+        [sys.executable, "-m", "mkdocs", "build", "--strict",
          "--site-dir", str(tmp_path / "site")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}{proc.stderr}"
+    output = proc.stdout + proc.stderr
+    findings = [line for line in output.splitlines()
+                if line.startswith(("WARNING", "ERROR")) or "Aborted" in line]
+    assert proc.returncode == 0, "mkdocs build --strict failed:\n" + (
+        "\n".join(findings) if findings else output)
     assert (tmp_path / "site" / "api" / "tfps" / "index.html").is_file()
     assert (tmp_path / "site" / "benchmarks" / "index.html").is_file()
 
