@@ -1,10 +1,12 @@
-"""Baseline: one process's training loop, run on worker 0 of a running cluster (TF_CONFIG).
+"""Baseline of ``closure_vs_loop``: a plain training loop, scheduled on worker 0 of a running
+cluster (TF_CONFIG) with its variables on that worker (`workloads.variables_on_worker`).
 
-The same ``@tf.function`` as ``local.py`` (``--steps_per_closure`` steps per call, one local
-dataset iterator, the optimizer's own kernels), with the model, the optimizer's slots and the
-iterator created on worker 0 and every call executed there: no strategy scope, no ps, no
-per-worker dataset. What a closure of the Trainer should cost when its variables are on its own device
-(`closure_vs_loop`). Prints ``bench: steps_per_sec=...``.
+Everything but the step is what the tfps side gets: the same model, optimizer and data, the
+same placement (no ps traffic on either side), the same scheduling (one
+`ClusterCoordinator.schedule` of ``--steps_per_closure`` steps) and the same input (a
+per-worker dataset whose elements stack one closure's batches, fetched once per closure). The
+step is the plain one: tape, gradients, ``optimizer.apply_gradients``. Prints
+``bench: steps_per_sec=...``.
 """
 
 import argparse
@@ -20,47 +22,54 @@ import tensorflow as tf  # noqa: E402
 def main():
     args = workloads.add_common_flags(argparse.ArgumentParser()).parse_args()
     work = workloads.WORKLOADS[args.workload]
-    # Connected as the strategies connect (with their device filters: a bare
-    # `experimental_connect_to_cluster` waits for every task to see every other); the strategy
-    # itself is not used.
-    tf.distribute.experimental.ParameterServerStrategy(
-        tf.distribute.cluster_resolver.TFConfigClusterResolver())
     k = args.steps_per_closure
-    traced = {}
-    with tf.device(workloads.WORKER0):
+    strategy = tf.distribute.experimental.ParameterServerStrategy(
+        tf.distribute.cluster_resolver.TFConfigClusterResolver())
+    coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+    workloads.variables_on_worker(strategy)
+    with strategy.scope():
         model = work["model"](args.num_ids)
         optimizer = work["optimizer"]()
-        loss_fn = work["loss"]
-        iterator = iter(work["dataset_fn"](args.num_ids)(None))
-        variables = model.trainable_variables
+    loss_fn = work["loss"]
+    dataset_fn = work["dataset_fn"](args.num_ids)
 
-        @tf.function
-        def train_steps(num_steps):
-            traced["graph"] = tf.compat.v1.get_default_graph()  # for the op counts
-            loss = tf.constant(0.0)
-            for _ in tf.range(num_steps):
-                batch = next(iterator)
-                with tf.GradientTape() as tape:
-                    loss = loss_fn(model, batch)
-                grads = tape.gradient(loss, variables)
-                optimizer.apply_gradients(zip(grads, variables))
-            return loss
+    def stacked(context):
+        return dataset_fn(context).batch(k, drop_remainder=True)
 
-        num_steps = tf.constant(k)
+    iterator = iter(coordinator.create_per_worker_dataset(
+        lambda: strategy.distribute_datasets_from_function(stacked)))
+    variables = model.trainable_variables
+    traced = {}
 
-        def run(steps):
-            for _ in range(max(1, steps // k)):
-                loss = train_steps(num_steps)
-            float(loss)  # waits for the last call
-            return max(1, steps // k) * k
+    def replica_fn(batch):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(model, batch)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
 
-        def graph():
-            if args.graph_out:
-                workloads.save_graph(traced["graph"], args.graph_out)
-            return k
+    @tf.function
+    def closure(iterator):
+        traced["graph"] = tf.compat.v1.get_default_graph()  # for the op counts
+        batches = next(iterator)
+        loss = tf.constant(0.0)
+        for i in tf.range(k):
+            loss = strategy.run(replica_fn, args=(tf.nest.map_structure(lambda t: t[i],
+                                                                        batches),))
+        return loss
 
-        workloads.measure_windows(run, args.warmup_steps, args.steps, args.windows,
-                                  steps_per_closure=graph)
+    def run(steps):
+        for _ in range(max(1, steps // k)):
+            coordinator.schedule(closure, args=(iterator,))
+        coordinator.join()
+        return max(1, steps // k) * k
+
+    def graph():
+        if args.graph_out:
+            workloads.save_graph(traced["graph"], args.graph_out)
+        return k
+
+    workloads.measure_windows(run, args.warmup_steps, args.steps, args.windows,
+                              steps_per_closure=graph)
 
 
 if __name__ == "__main__":
