@@ -12,6 +12,8 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tests/unit runs with TensorFlow impossible to import (tests/unit_lane.py).
+pytest_plugins = ("unit_lane",)
 TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "GRPC_FAIL_FAST": "use_caller",
           "TF_USE_LEGACY_KERAS": "1"}
 os.environ.update(TF_ENV)

@@ -1,7 +1,8 @@
 """The unit lane runs without TensorFlow: everything it tests is pure Python.
 
-``./test.sh unit`` puts ``tests/unit/no_tensorflow`` first on ``PYTHONPATH``, where stand-ins
-for tensorflow, tf_keras and keras raise on import, and sets ``TFPS_UNIT_LANE=1``.
+tests/unit/conftest.py makes TensorFlow impossible to import while a unit test module loads
+and while a unit test runs, in this process and in the processes it starts; so a plain
+``pytest tests/unit`` enforces it, as ``./test.sh unit`` does.
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ PURE = ["tfps", "tfps.cluster", "tfps.cluster.model", "tfps.cluster.address",
         "tfps.strategy", "tfps.layers", "tfps.layers.config", "tfps.export", "tfps.export.paths",
         "tfps.export.cli", "tfps.checkpoints", "tfps.checkpoints.layout"]
 
-in_lane = pytest.mark.skipif(os.environ.get("TFPS_UNIT_LANE") != "1",
-                             reason="only inside the unit lane (./test.sh unit)")
-
-
-@in_lane
-@pytest.mark.parametrize("name", ["tensorflow", "tf_keras", "keras"])
+@pytest.mark.parametrize("name", ["tensorflow", "tf_keras", "keras", "tensorflow.python"])
 def test_tensorflow_cannot_be_imported_here(name):
     with pytest.raises(ImportError, match="cannot be imported in the unit lane"):
         importlib.import_module(name)
+
+
+def test_nor_in_a_process_a_unit_test_starts():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1 and "cannot be imported in the unit lane" in out.stderr
 
 
 @pytest.mark.parametrize("module", PURE)
