@@ -1,7 +1,8 @@
 """One writer per model_dir and storage errors in one line (issue 22), with real launches of
 ``examples/recsys.py``: a second job on a live model_dir exits 2 with one line while the first
 ends with its exact step count; a model_dir on a full filesystem ends with one line naming
-the checkpoint and the last good one, which then restores. And the start of a launch is
+the checkpoint and the last good one, which then restores (and an export onto it, one line
+too). And the start of a launch is
 quiet: no TF C++ log line of a task's start reaches the terminal."""
 
 from __future__ import annotations
@@ -95,6 +96,23 @@ def test_a_full_filesystem_is_one_line_and_the_last_good_checkpoint_restores(
         cwd=REPO, env=task_env(), capture_output=True, text=True, timeout=120)
     assert export.returncode == 0, export.stderr[-3000:]
     assert export.stdout.strip().endswith(f"checkpoints/ckpt-{found.group(2)}")
+    with open(os.path.join(small_filesystem, "filler"), "wb") as f:  # now truly full
+        try:
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+        except OSError:
+            pass
+    out = os.path.join(small_filesystem, "export")
+    export = subprocess.run(
+        [sys.executable, "-m", "tfps.export", "--model_dir", model_dir, "--model",
+         f"{RECSYS}:build_model", "--out", out, "--", "--num_ids=20000"],
+        cwd=REPO, env=task_env(), capture_output=True, text=True, timeout=120)
+    assert export.returncode == 1, export.stderr[-3000:]
+    assert export.stderr.splitlines()[-1] == (
+        f"tfps: export {out} failed: No space left on device; nothing was written")
+    assert "Traceback" not in export.stderr
+    assert sorted(os.listdir(small_filesystem)) == ["filler", "model"]  # no temporary left
 
 
 @pytest.mark.drill
