@@ -100,6 +100,7 @@ def test_a_frozen_worker_is_replaced_and_every_step_counts_once(launch, tmp_path
     assert_all_dead([pid for _, pid in run.started()])
 
 
+@pytest.mark.slow
 @pytest.mark.drill
 def test_a_frozen_ps_is_replaced_and_the_chief_resumes(launch, tmp_path, frozen):
     run = launch(*recsys(tmp_path, checkpoint_every=300))
@@ -114,6 +115,7 @@ def test_a_frozen_ps_is_replaced_and_the_chief_resumes(launch, tmp_path, frozen)
     assert_all_dead([pid for _, pid in run.started()])
 
 
+@pytest.mark.slow
 @pytest.mark.drill
 def test_a_frozen_chief_is_restarted_and_takes_its_lease_over(launch, tmp_path, frozen):
     run = launch(*recsys(tmp_path, checkpoint_every=300))
