@@ -1,165 +1,31 @@
-"""Learning-rate schedules by name, with linear warm-up and the linear scaling rule.
+"""`Schedule`, the learning-rate schedules of `tfps.schedules`, and `get` (TensorFlow).
 
-`get` returns a `Schedule`: a pure function of the training step that both Keras optimizers
-accept, tf_keras ones (what `Model.fit` under ParameterServerStrategy uses) and Keras 3 ones,
-and that `tfps.Trainer` can call directly. The decays themselves are Keras's own
-(``tf_keras.optimizers.schedules``); tfps adds only what Keras lacks: a linear warm-up in
-front of any schedule, the inverse-square-root decay, a constant, and scaling by the number of
-workers. A learning rate computed from the step costs no RPC; one kept in a variable on a ps
-task becomes a hotspot (docs/tensorflow-notes.md, "Optimizer hyperparameters as variables").
-
->>> from tfps import schedules
->>> lr = schedules.get("cosine", initial_learning_rate=0.1, decay_steps=1000, warmup_steps=100)
->>> [round(float(lr(s)), 4) for s in (0, 50, 100, 600, 1100, 5000)]
-[0.0, 0.05, 0.1, 0.05, 0.0, 0.0]
->>> schedules.get(lr.get_config()).get_config() == lr.get_config()
-True
+The arguments are checked by `tfps.schedules.config` (pure Python); here they become a
+function of the step that tf_keras and Keras 3 optimizers accept.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import sys
-from typing import Any, Mapping
+from typing import Mapping
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from tfps import validate
 from tfps.errors import ConfigError
+from tfps.schedules.config import MAX_RATE, NAMES, check, first_step_over
 
-__all__ = ["MAX_RATE", "MAX_STEPS", "NAMES", "Schedule", "get"]
+__all__ = ["Schedule", "check_run", "get"]
 
-# name -> (required arguments, optional arguments with their defaults). The defaults are those
-# of the Keras schedule of the same kind, so `get_config` is complete and explicit.
-_SPECS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "constant": (("initial_learning_rate",), {}),
-    "exponential": (("initial_learning_rate", "decay_steps", "decay_rate"),
-                    {"staircase": False}),
-    "piecewise": (("boundaries", "values"), {}),
-    "polynomial": (("initial_learning_rate", "decay_steps"),
-                   {"end_learning_rate": 0.0001, "power": 1.0, "cycle": False}),
-    "cosine": (("initial_learning_rate", "decay_steps"), {"alpha": 0.0}),
-    # decay_steps=None means "the same as warmup_steps" (the Transformer schedule).
-    "inverse_sqrt": (("initial_learning_rate",), {"decay_steps": None}),
-}
-NAMES = tuple(_SPECS)
-# Arguments every schedule accepts.
-_COMMON = {"warmup_steps": 0, "num_workers": 1}
 # The key of `get_config` that names the kind of schedule (`name` is Keras's op-name argument).
 _KIND_KEY = "schedule"
 _REGISTERED_NAME = "tfps>Schedule"
-
-
-# Step arguments (warmup_steps, decay_steps, boundaries) become int32 or float32 tensors in
-# Keras's schedules: 2**70 passes a Python check and fails at the first call.
-MAX_STEPS = 2**31 - 1
-# Learning rates and the factors of a decay: any larger value is a typo, and the largest
-# rate times the most workers (validate.MAX_COUNT) stays far inside float32.
-MAX_RATE = 1e6
-# PiecewiseConstantDecay adds ops per boundary: a schedule is a handful of phases.
-MAX_BOUNDARIES = 10_000
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    try:
-        return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                and math.isfinite(value))
-    except OverflowError:  # an int too large for a float
-        return False
-
-
-def _is_step(value) -> bool:
-    return _is_int(value) and 0 <= value <= MAX_STEPS
-
-
-def _check(kind: str, config: dict) -> dict:
-    """Validates and normalises the arguments of schedule `kind`; returns a complete config."""
-    required, optional = _SPECS[kind]
-    accepted = (*required, *optional, *_COMMON)
-    for key in config:
-        if key not in accepted:
-            shown = str(key)[:40]  # kwargs keys are strings; a config dict was checked
-            raise ConfigError(
-                f"Argument `{shown}` is not accepted by schedule {kind!r} (it accepts "
-                f"{', '.join(accepted)}). Received: {shown}={validate.describe(config[key])}")
-    for key in required:
-        if key not in config:
-            raise ConfigError(f"Argument `{key}` is required by schedule {kind!r}. "
-                              f"Received: nothing")
-    out = {**optional, **_COMMON, **config}
-
-    def integer(key, low, high, why):
-        value = out[key]
-        if not _is_int(value) or value < low:
-            raise validate.fail(key, value, "a positive integer" if low else "an integer >= 0")
-        if value > high:
-            raise validate.fail(key, value, f"at most {high} ({why})")
-        out[key] = int(value)
-
-    def steps(key, low=0):
-        integer(key, low, MAX_STEPS, "steps become int32 and float32 tensors")
-
-    def number(key, value, requirement, ok):
-        if not _is_number(value) or not ok(value):
-            raise validate.fail(key, value, requirement)
-        if value > MAX_RATE:
-            raise validate.fail(key, value, f"at most {MAX_RATE:g}")
-        return float(value)
-
-    def rate(key, value=None):
-        return number(key, out[key] if value is None else value, "a finite number >= 0",
-                      lambda v: v >= 0)
-
-    def factor(key):  # decay_rate, power
-        out[key] = number(key, out[key], "a finite number > 0", lambda v: v > 0)
-
-    steps("warmup_steps")
-    integer("num_workers", 1, validate.MAX_COUNT, "workers of one job")
-    if kind == "piecewise":
-        boundaries, values = out["boundaries"], out["values"]
-        if not isinstance(boundaries, (list, tuple)) or not 1 <= len(boundaries) <= \
-                MAX_BOUNDARIES or not all(_is_step(b) for b in boundaries):
-            raise validate.fail("boundaries", boundaries,
-                                f"a list of 1 to {MAX_BOUNDARIES} integers in [0, "
-                                f"{MAX_STEPS}] (for one value, use 'constant')")
-        if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
-            raise validate.fail("boundaries", boundaries, "strictly increasing")
-        if not isinstance(values, (list, tuple)) or len(values) != len(boundaries) + 1:
-            raise ConfigError(
-                f"Argument `values` must have one more element than `boundaries` "
-                f"({len(boundaries)} boundaries need {len(boundaries) + 1} values). "
-                f"Received: values={validate.describe(values)}, "
-                f"boundaries={validate.describe(boundaries)}")
-        out["boundaries"] = [int(b) for b in boundaries]
-        out["values"] = [rate("values", v) for v in values]
-        return out
-    out["initial_learning_rate"] = rate("initial_learning_rate")
-    if kind == "inverse_sqrt" and out["decay_steps"] is None:
-        if not out["warmup_steps"]:
-            raise ConfigError("Argument `decay_steps` is required by schedule 'inverse_sqrt' "
-                              "when warmup_steps=0. Received: decay_steps=None")
-        out["decay_steps"] = out["warmup_steps"]
-    if "decay_steps" in out:
-        steps("decay_steps", low=1)
-    if kind == "exponential":
-        factor("decay_rate")
-    if kind == "polynomial":
-        out["end_learning_rate"] = rate("end_learning_rate")
-        factor("power")
-    if kind == "cosine":
-        if not _is_number(out["alpha"]) or not 0 <= out["alpha"] <= 1:
-            raise validate.fail("alpha", out["alpha"], "a number in [0, 1]")
-        out["alpha"] = float(out["alpha"])
-    for flag in ("staircase", "cycle"):
-        if flag in out:
-            validate.boolean(flag, out[flag])
-    return out
+# Steps a schedule that is not a tfps `Schedule` is read at to check a run (`check_run`): the
+# run's ends and points spaced evenly on a log scale between them.
+_PROBES = 64
 
 
 def _keras_schedule(kind: str, c: dict):
@@ -168,8 +34,6 @@ def _keras_schedule(kind: str, c: dict):
     if kind == "exponential":
         return schedules.ExponentialDecay(c["initial_learning_rate"], c["decay_steps"],
                                           c["decay_rate"], staircase=c["staircase"])
-    if kind == "piecewise":
-        return schedules.PiecewiseConstantDecay(c["boundaries"], c["values"])
     if kind == "polynomial":
         return schedules.PolynomialDecay(c["initial_learning_rate"], c["decay_steps"],
                                          c["end_learning_rate"], c["power"], cycle=c["cycle"])
@@ -197,8 +61,8 @@ class Schedule(tf_keras.optimizers.schedules.LearningRateSchedule):
     * ``constant``: ``initial_learning_rate``.
     * ``exponential``: ``initial_learning_rate * decay_rate ** (s / decay_steps)``
       (``floor`` of the exponent with ``staircase=True``). Keras `ExponentialDecay`.
-    * ``piecewise``: ``values[i]`` for ``boundaries[i-1] < s <= boundaries[i]``. Keras
-      `PiecewiseConstantDecay`.
+    * ``piecewise``: ``values[i]`` for ``boundaries[i-1] < s <= boundaries[i]``, as Keras's
+      `PiecewiseConstantDecay` (one search over the boundaries: any number of them traces).
     * ``polynomial``: ``(initial - end_learning_rate) * (1 - min(s, decay_steps) /
       decay_steps) ** power + end_learning_rate``. Keras `PolynomialDecay` (also ``cycle``).
     * ``cosine``: ``initial * ((1 - alpha) * 0.5 * (1 + cos(pi * min(s, decay_steps) /
@@ -238,11 +102,9 @@ class Schedule(tf_keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, schedule: str, *, warmup_steps: int = 0, num_workers: int = 1,
                  **kwargs):
         super().__init__()
-        if not isinstance(schedule, str) or schedule not in _SPECS:
-            raise validate.fail("schedule", schedule, f"one of {', '.join(NAMES)}")
+        self._config = check(schedule, dict(kwargs, warmup_steps=warmup_steps,
+                                            num_workers=num_workers))
         self._kind = schedule
-        self._config = _check(schedule, dict(kwargs, warmup_steps=warmup_steps,
-                                             num_workers=num_workers))
         self._inner = _keras_schedule(schedule, self._config)
         c = self._config
         self._peak = c["values"][0] if schedule == "piecewise" else c["initial_learning_rate"]
@@ -259,6 +121,16 @@ class Schedule(tf_keras.optimizers.schedules.LearningRateSchedule):
             return tf.cast(self._inner(s), tf.float32)
         if self._kind == "constant":
             return tf.fill(tf.shape(s), tf.constant(c["initial_learning_rate"], tf.float32))
+        if self._kind == "piecewise":
+            # Keras's PiecewiseConstantDecay builds one nested condition per boundary, and
+            # tracing ~300 of them overflows Python's recursion limit. One search instead:
+            # the number of boundaries below s is the index of its value (values[i] for
+            # boundaries[i-1] < s <= boundaries[i]), the same float32 comparisons.
+            bounds = tf.constant(np.asarray(c["boundaries"], np.float32))
+            flat = tf.reshape(s, [-1])
+            index = tf.searchsorted(bounds, flat, side="left")
+            values = tf.constant(c["values"], tf.float32)
+            return tf.reshape(tf.gather(values, index), tf.shape(s))
         decay_steps = float(c["decay_steps"])  # inverse_sqrt
         return c["initial_learning_rate"] * tf.sqrt(decay_steps / (decay_steps + s))
 
@@ -373,8 +245,58 @@ def get(identifier, **kwargs) -> Schedule:
                               f"{_KIND_KEY!r} key (from Schedule.get_config). "
                               f"Received: identifier={validate.describe(identifier)}")
         return Schedule.from_config(config)
-    if _is_number(identifier):
+    if isinstance(identifier, (int, float)) and not isinstance(identifier, bool):
         return Schedule("constant", initial_learning_rate=identifier, **kwargs)
     raise ConfigError(f"Argument `identifier` must be a schedule name ({', '.join(NAMES)}), "
                       f"a config dict, a number or a Schedule. Received: "
                       f"identifier={validate.describe(identifier)}")
+
+
+def _exponential_at(c: dict, step: int) -> float:
+    """An exponential schedule's rate at `step` (after warm-up), in float64; inf past it."""
+    exponent = (step - c["warmup_steps"]) / c["decay_steps"]
+    if c["staircase"]:
+        exponent = math.floor(exponent)
+    try:
+        return c["num_workers"] * c["initial_learning_rate"] * c["decay_rate"] ** exponent
+    except OverflowError:
+        return math.inf
+
+
+def check_run(learning_rate, first_step: int, last_step: int,
+              name: str = "learning_rate") -> None:
+    """Raises `ConfigError` (naming `name`) when `learning_rate`, a schedule, leaves ``[0,
+    limit]`` or stops being finite at some step of ``[first_step, last_step]``: the steps a
+    run will read it at. The limit is ``MAX_RATE`` (times ``num_workers`` for a tfps
+    `Schedule`, whose largest rate is computed, not sampled).
+
+    A schedule that is not a tfps `Schedule` (a Keras one, a function of the step) is read at
+    the run's ends and at `_PROBES` steps between them; a plain number or a callable that
+    takes no step passes (checked where it was given).
+    """
+    if isinstance(learning_rate, Schedule):
+        c = learning_rate.get_config()
+        limit = MAX_RATE * c["num_workers"]
+        over = first_step_over(learning_rate.name, c, limit)
+        if over is not None and over <= last_step:
+            value = _exponential_at(c, over)
+            raise ConfigError(
+                f"Argument `{name}` must stay finite and at most {limit:g} over the run: "
+                f"schedule {learning_rate.name!r} reaches {value:.4g} at step {over}, and "
+                f"this run reads it up to step {last_step}. Received: "
+                f"{name}={validate.describe(learning_rate, 160)}")
+        return
+    if not callable(learning_rate) or not hasattr(learning_rate, "get_config"):
+        return
+    last_step = max(first_step, last_step)
+    probes = {first_step, last_step}
+    if last_step > first_step:
+        probes.update(int(v) for v in np.geomspace(1, last_step - first_step + 1, _PROBES)
+                      + first_step - 1)
+    for step in sorted(probes):
+        value = float(tf.convert_to_tensor(learning_rate(tf.constant(step, tf.float32))))
+        if not (math.isfinite(value) and 0 <= value <= MAX_RATE):
+            raise ConfigError(
+                f"Argument `{name}` must stay finite and in [0, {MAX_RATE:g}] over the run: "
+                f"it is {value:.3g} at step {step}, and this run reads it up to step "
+                f"{last_step}. Received: {name}={validate.describe(learning_rate)}")
