@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from tfps import _tf
+from tfps.errors import ConfigError
 from tfps.train import optim_math
 
 tf = _tf.require()
@@ -41,6 +42,13 @@ class FusedRule:
 
     def __init__(self, optimizer, purpose: str = "local steps"):
         self.rule = optim_math.rule_for(optimizer, purpose)
+        config = optimizer.get_config()
+        for name in _TRANSFORMS:  # refused, never dropped (docs/settings.md)
+            if config.get(name) is not None:
+                raise ConfigError(
+                    f"Argument `optimizer` must not clip gradients for {purpose}: its updates "
+                    f"run as the optimizer's kernels, which do not clip. Received: "
+                    f"{name}={config[name]!r}")
         self.optimizer = optimizer
         self.slot_names: tuple[str, ...] = self.rule.slot_names
         self._nesterov = bool(getattr(optimizer, "nesterov", False))

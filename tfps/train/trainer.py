@@ -40,7 +40,8 @@ import numpy as np
 from tfps import _tf, errors, exit_codes, policy, validate
 from tfps.errors import ConfigError
 from tfps.strategy import make_coordinator, shards, variable_table
-from tfps.train import health, optimizers, traffic
+from tfps.schedules import check_run
+from tfps.train import arguments, health, optimizers, traffic
 from tfps.checkpoints import layout
 from tfps.data import feed
 from tfps.data.iterators import closure_input
@@ -109,16 +110,16 @@ class Trainer:
         if not isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
             raise ConfigError(f"Argument `strategy` must be a ParameterServerStrategy "
                               f"(tfps.make_strategy). Received: strategy={strategy!r:.80}")
-        if not callable(loss_fn):
-            raise ConfigError(f"Argument `loss_fn` must be callable. Received: loss_fn={loss_fn!r}")
+        # Every argument, before anything is built (tfps.train.arguments; docs/settings.md).
+        arguments.check(model=model, loss_fn=loss_fn, optimizer=optimizer,
+                        dataset_fn=dataset_fn, learning_rate=learning_rate,
+                        model_dir=model_dir, batch_size=batch_size,
+                        eval_dataset_fn=eval_dataset_fn, eval_fn=eval_fn, options=options)
         self.data = closure_input(dataset_fn=dataset_fn, data=data,
                                   stack_steps=getattr(options, "stack_steps", True))
         if (eval_dataset_fn is None) != (eval_fn is None):
             raise ConfigError("Arguments `eval_dataset_fn` and `eval_fn` go together. Received: "
                               f"eval_dataset_fn={eval_dataset_fn!r}, eval_fn={eval_fn!r}")
-        if not isinstance(options, TrainerOptions):
-            raise ConfigError(f"Argument `options` must be a TrainerOptions. "
-                              f"Received: options={options!r}")
         self.strategy = strategy
         self.coordinator = make_coordinator(strategy)
         self.options = options
@@ -136,6 +137,9 @@ class Trainer:
                                   f"trainable_variables) or a function returning one. "
                                   f"Received: model={self.model!r:.80}")
             self.optimizer = self._make_optimizer(optimizer, learning_rate)
+            # Checked against each run's steps in `train` (the staleness scaling below
+            # wraps the learning rate, schedule and all, in a function of no argument).
+            self._schedule = optimizers.learning_rate_schedule(self.optimizer)
             # The finished-step count (written by the chief, `tfps.train.loop`) and the update
             # counter of the staleness measurement: both on ps, both in the checkpoint.
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -144,6 +148,7 @@ class Trainer:
         if not variables:
             raise ConfigError("Argument `model` has no trainable variables; build it (e.g. "
                               "call it once or give its input shape) in the model function.")
+        self._trainable = arguments.check_variables(self.model, self.optimizer, options)
         # DynamicEmbedding layers (tfps.layers): tables on the ps tasks, rows updated by the
         # optimizer's rule after each step's gradient, evicted between closures.
         self._dynamic = DynamicTables(strategy=strategy, model=self.model,
@@ -200,13 +205,10 @@ class Trainer:
 
     @staticmethod
     def _make_optimizer(optimizer, learning_rate):
-        if isinstance(optimizer, str):
-            kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
-            return optimizers.as_ps_optimizer(optimizer, **kwargs)
-        if learning_rate is not None:
-            raise ConfigError("Argument `learning_rate` is only for an optimizer name; set it "
-                              f"on the optimizer. Received: learning_rate={learning_rate!r}")
-        return optimizers.as_ps_optimizer(optimizer)
+        # Every setting carried over or refused by name, every value in range (a
+        # `learning_rate` with an optimizer object is refused: set it on the optimizer).
+        kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
+        return optimizers.as_ps_optimizer(optimizer, **kwargs)
 
     @property
     def gradient_types(self) -> dict[str, str]:
@@ -239,6 +241,10 @@ class Trainer:
           ``options.checkpoint_every`` steps and at the end.
         """
         validate.integer("train_steps", train_steps, low=0, high=10**12)
+        arguments.check_unchanged(self.model, self._trainable)  # `trainable` set later
+        if self._schedule is not None:  # a rate that passes infinity within this run
+            first = int(self.optimizer.iterations.numpy())
+            check_run(self._schedule, first, first + max(0, train_steps - self.step))
         if _tf.pin_hyperparameters(self.optimizer):
             self._closures.retrace()
         with errors.surfaced():
