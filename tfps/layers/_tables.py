@@ -56,9 +56,16 @@ class ShardedTables(TableSaving, _tf.tensor_trackable()):
         self._locks: list = []
         self._rule, self._slot_inits = None, ()
         self.serving = None  # the local serving table, once made
+        self.owner = None  # a weak reference to the layer (its `trainable`), if any
         self._evict_fn = self._sizes_fn = None
 
     # ------------------------------------------------------------------ creation
+    @property
+    def frozen(self) -> bool:
+        """True when the layer that owns the table is not trainable: read only."""
+        layer = self.owner() if self.owner is not None else None
+        return layer is not None and not layer.trainable
+
     @property
     def created(self) -> bool:
         return bool(self._values)

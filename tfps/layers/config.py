@@ -18,6 +18,7 @@ tfps.errors.ConfigError: Arguments `policy` and `max_rows_per_shard` contradict 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import numbers
 from typing import Any, Callable
@@ -25,7 +26,8 @@ from typing import Any, Callable
 from tfps import validate
 from tfps.errors import ConfigError
 
-__all__ = ["INITIALIZERS", "KEY_DTYPES", "POLICIES", "TableConfig"]
+__all__ = ["INITIALIZERS", "KEY_DTYPES", "LAYER_ARGUMENTS", "POLICIES", "TableConfig",
+           "check_layer_arguments"]
 
 KEY_DTYPES = ("int64", "string")
 POLICIES = ("lru", "lfu")
@@ -40,6 +42,24 @@ _MAX_DIM = 1 << 16
 _MAX_COUNT = 1 << 31
 _MAX_STEPS = 10**12
 _MAX_ROWS = 1 << 40
+# The scale and seed of the hash initializers when not given.
+_DEFAULT_SCALE = 0.05
+_DEFAULT_SEED = 0
+# Keras layer arguments a DynamicEmbedding takes, beside its own: what each means for it.
+# Every other Keras argument (``weights``, ``input_dim``, ``autocast``, ``dynamic``, ...) is
+# refused by name: it would change nothing (the layer has no weights, no vocabulary size,
+# no float inputs) or means something the layer does not do.
+LAYER_ARGUMENTS = {
+    "name": "the layer's name (and its tables')",
+    "trainable": "False freezes the table: lookups read, never count, admit, update or evict",
+    "dtype": "'float32' only: the rows and the output are float32",
+    "input_shape": "the shape of the ids (a first layer of a Sequential model)",
+    "batch_input_shape": "the same, with the batch dimension",
+    "batch_size": "the batch dimension of input_shape",
+    "activity_regularizer": "a loss on the output (add model.losses to the loss)",
+}
+# The dtypes (and Keras dtype policies) a DynamicEmbedding computes in.
+_LAYER_DTYPES = ("float32",)
 
 
 def _dtype_name(value: Any) -> Any:
@@ -75,9 +95,11 @@ class TableConfig:
         ``"normal"`` (stddev `init_scale`), computed from the key's hash and `seed`; or a
         callable ``(shape, dtype) -> tensor`` (a Keras initializer), called on the ps for the
         rows admitted.
-      init_scale: the scale of ``"uniform"`` and ``"normal"``.
+      init_scale: the scale of ``"uniform"`` and ``"normal"`` (default 0.05); refused with an
+        initializer it does not scale (``"zeros"``, a callable).
       default_value: what ids without a row read: a float, or `dim` floats.
-      seed: seed of the hash initializers.
+      seed: seed of the hash initializers (default 0); refused with an initializer it does
+        not seed (``"zeros"``, a callable: seed the callable itself).
     """
 
     dim: int
@@ -88,9 +110,9 @@ class TableConfig:
     policy: str | None = None
     evict_every: int | None = None
     initializer: str | Callable = "uniform"
-    init_scale: float = 0.05
+    init_scale: float | None = None
     default_value: Any = 0.0
-    seed: int = 0
+    seed: int | None = None
 
     def __post_init__(self):
         validate.integer("dim", self.dim, low=1, high=_MAX_DIM)
@@ -119,11 +141,35 @@ class TableConfig:
             raise _contradiction(
                 ("evict_every", "ttl_steps"), (self.evict_every, self.ttl_steps),
                 "evictions further apart than the TTL cannot honour it")
-        if isinstance(self.initializer, str) or not callable(self.initializer):
-            validate.choice("initializer", self.initializer, INITIALIZERS)
-        validate.number("init_scale", self.init_scale, low=0, low_open=True, high=1e3)
+        self._check_initializer()
         object.__setattr__(self, "default_value", self._default_row())
-        validate.integer("seed", self.seed, low=0, high=(1 << 63) - 1)
+
+    def _check_initializer(self) -> None:
+        init = self.initializer
+        if isinstance(init, type):  # tf.keras.initializers.RandomNormal, not RandomNormal()
+            raise validate.fail("initializer", init, "one of 'zeros', 'uniform', 'normal' or an "
+                                                     "initializer instance (not a class)")
+        if isinstance(init, str) or not callable(init):
+            validate.choice("initializer", init, INITIALIZERS)
+        elif _takes_shape_and_dtype(init) is False:
+            raise validate.fail("initializer", init, "a callable taking (shape, dtype)")
+        scaled = init in ("uniform", "normal")
+        for name, default, check in (
+                ("init_scale", _DEFAULT_SCALE,
+                 lambda v: validate.number("init_scale", v, low=0, low_open=True, high=1e3)),
+                ("seed", _DEFAULT_SEED,
+                 lambda v: validate.integer("seed", v, low=0, high=(1 << 63) - 1))):
+            value = getattr(self, name)
+            if value is None:
+                object.__setattr__(self, name, default if scaled else None)
+                continue
+            check(value)
+            if not scaled:
+                shown = "a callable" if callable(init) else repr(init)
+                raise _contradiction(
+                    (name, "initializer"), (value, init),
+                    f"{name} applies to the hash initializers 'uniform' and 'normal' only, "
+                    f"not to {shown}")
 
     def _default_row(self) -> tuple[float, ...]:
         value = self.default_value
@@ -157,6 +203,50 @@ class TableConfig:
     @property
     def eviction_policy(self) -> str:
         return self.policy or "lru"
+
+
+def _takes_shape_and_dtype(fn) -> bool | None:
+    """Whether ``fn(shape, dtype)`` binds (None: no signature to read, not judged)."""
+    try:
+        inspect.signature(fn).bind("shape", "dtype")
+    except TypeError:
+        return False
+    except ValueError:
+        return None
+    return True
+
+
+def _dtype_policy_name(value: Any) -> Any:
+    """The dtype a Keras ``dtype`` argument computes in: a name, a DType, a dtype policy
+    object or its serialized dict; other values as they are."""
+    if isinstance(value, dict):
+        config = value.get("config")
+        return config.get("name") if isinstance(config, dict) else value
+    name = getattr(value, "name", None)
+    if isinstance(name, str) and hasattr(value, "compute_dtype"):  # a policy object
+        return name
+    return _dtype_name(value)
+
+
+def check_layer_arguments(kwargs: dict) -> None:
+    """Refuses the Keras layer arguments of a `DynamicEmbedding` that it would not honour:
+    one not in `LAYER_ARGUMENTS`, a ``dtype`` other than float32, a ``trainable`` that is
+    not a bool, a ``name`` that is not a string."""
+    for key, value in kwargs.items():
+        if key not in LAYER_ARGUMENTS:
+            raise ConfigError(
+                f"Argument `{str(key)[:40]}` is not one a DynamicEmbedding honours (it takes "
+                f"its own and {', '.join(LAYER_ARGUMENTS)}). Received: {str(key)[:40]}="
+                f"{validate.describe(value)}")
+    if kwargs.get("dtype") is not None and _dtype_policy_name(kwargs["dtype"]) not in \
+            _LAYER_DTYPES:
+        raise validate.fail("dtype", kwargs["dtype"],
+                            "'float32' or None (the rows and the output are float32)")
+    if "trainable" in kwargs:
+        validate.boolean("trainable", kwargs["trainable"])
+    name = kwargs.get("name")
+    if name is not None and (not isinstance(name, str) or not name or len(name) > 200):
+        raise validate.fail("name", name, "a non-empty string of at most 200 characters")
 
 
 def _contradiction(names: tuple, values: tuple, why: str) -> ConfigError:

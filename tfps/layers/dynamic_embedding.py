@@ -32,13 +32,15 @@ does with it.
 
 from __future__ import annotations
 
+import weakref
+
 import tf_keras
 
 from tfps import _tf, errors, validate
 from tfps.errors import ConfigError
 from tfps.layers import gradients
 from tfps.layers._tables import ShardedTables
-from tfps.layers.config import TableConfig
+from tfps.layers.config import TableConfig, check_layer_arguments
 
 tf = _tf.require()
 
@@ -89,18 +91,20 @@ def _check_ids(ids, tables: ShardedTables):
     return tf.cast(ids, tf.int64)
 
 
-def embed(tables: ShardedTables, ids, training) -> "tf.Tensor":
+def embed(tables: ShardedTables, ids, training, frozen: bool = False) -> "tf.Tensor":
     """The lookup both layers run: ``ids.shape + [dim]`` float32 embeddings.
 
     Training (inside `tfps.layers.gradients.watch_rows`, which `tfps.Trainer` enters every
-    step): count, admit, watch the rows for the gradient. Otherwise: read only."""
+    step): count, admit, watch the rows for the gradient. Otherwise, and always for a
+    `frozen` table (``trainable=False``): read only (an id without a row reads the default
+    row; nothing is counted, admitted or updated)."""
     dim = tables.config.dim
     ids = _check_ids(ids, tables)
     shape = ids.shape.concatenate([dim])
     if not tables.created and tables.serving is None and _tf.keras_symbolic_build():
         return tf.zeros(tf.concat([tf.shape(ids), [dim]], 0))  # a Keras shape inference
     flat = tf.reshape(ids, [-1])
-    if _training(training, tables.name):
+    if _training(training, tables.name) and not frozen:
         recorder = gradients.current()
         if recorder is None:
             raise ConfigError(
@@ -119,8 +123,11 @@ def embed(tables: ShardedTables, ids, training) -> "tf.Tensor":
 
 
 def table_config(dim, kwargs: dict) -> TableConfig:
-    """`TableConfig` from a layer's arguments (unknown ones are refused by Keras)."""
-    return TableConfig(dim=dim, **{k: kwargs.pop(k) for k in TABLE_ARGS if k in kwargs})
+    """`TableConfig` from a layer's arguments; what is left must be Keras layer arguments
+    the layer honours (`tfps.layers.config.check_layer_arguments`)."""
+    config = TableConfig(dim=dim, **{k: kwargs.pop(k) for k in TABLE_ARGS if k in kwargs})
+    check_layer_arguments(kwargs)
+    return config
 
 
 def layer_config(config: TableConfig) -> dict:
@@ -136,13 +143,14 @@ class TableLayer:
         super().__init__(**kwargs)
         self.table_config = config
         self.tables = ShardedTables(config, self.name)
+        self.tables.owner = weakref.ref(self)  # `tables.frozen`: the layer's `trainable`
 
     def __call__(self, *args, **kwargs):
         with errors.surfaced():  # Keras wraps a ConfigError raised in `call`
             return super().__call__(*args, **kwargs)
 
     def call(self, ids, training=None):
-        return embed(self.tables, ids, training)
+        return embed(self.tables, ids, training, frozen=not self.trainable)
 
     def get_config(self) -> dict:
         return {**super().get_config(), **layer_config(self.table_config)}
@@ -196,6 +204,11 @@ class DynamicEmbedding(TableLayer, tf_keras.layers.Layer):
     outside a strategy (an export), the layer becomes one local table of key -> embedding,
     unknown ids -> `default_value` (`tfps.layers.serving`).
 
+    **Frozen tables.** With ``trainable=False`` (or a frozen model) the table is read only,
+    in training steps too: lookups return the rows as they are (an id without a row reads
+    `default_value`), and nothing is counted, admitted, updated or evicted. A Trainer reads
+    ``trainable`` when it is built, and refuses to train after it changed.
+
     **Trainer modes.** `stack_steps`, `dedup_lookups` and `fuse_dense` work as for any model
     (exact). `accumulate_steps`, `read_every`, `local_steps` and `staleness_aware` are refused
     with a `ConfigError` naming the option: rows are read and updated on their ps at every
@@ -217,9 +230,13 @@ class DynamicEmbedding(TableLayer, tf_keras.layers.Layer):
       initializer: ``"uniform"`` (±`init_scale`, Keras's Embedding default), ``"normal"``,
         ``"zeros"``, computed from each key's hash (a row starts at the same value in every
         run and shard layout); or a callable ``(shape, dtype)`` (a Keras initializer).
-      init_scale: scale of ``"uniform"`` / ``"normal"``.
+      init_scale: scale of ``"uniform"`` / ``"normal"`` (default 0.05; refused with another
+        initializer, which it would not scale).
       default_value: what ids without a row read: a float or `dim` floats.
-      seed: seed of the hash initializers.
+      seed: seed of the hash initializers (default 0; refused with another initializer).
+      **kwargs: Keras layer arguments it honours (``name``, ``trainable``, ``dtype`` float32
+        only, input shapes, ``activity_regularizer``: `tfps.layers.config.LAYER_ARGUMENTS`);
+        any other is refused by name.
 
     Raises:
       tfps.errors.ConfigError: a bad value or contradicting eviction settings (at

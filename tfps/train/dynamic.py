@@ -68,6 +68,7 @@ class DynamicTables:
         self._evicted = {id(t): np.zeros(0, np.int64) for t in self.tables}  # since record
         self._evicted_total = {id(t): 0 for t in self.tables}
         self._rows_at_record: dict[int, np.ndarray] = {}
+        self._frozen = {id(t): t.frozen for t in self.tables}  # `trainable` as built
         if not self.tables:
             return
         names = ", ".join(repr(t.name) for t in self.tables)
@@ -120,7 +121,7 @@ class DynamicTables:
         step = tf.raw_ops.ReadVariableOp(resource=iterations.handle, dtype=iterations.dtype)
         with gradients.watch_rows(tape, step) as recorder:
             yield recorder
-        missing = [t.name for t in self.tables if t not in recorder.tables]
+        missing = [t.name for t in self.tables if t not in recorder.tables and not t.frozen]
         if missing and not self._warned:
             self._warned = True
             log.warning("tfps: the loss did not call DynamicEmbedding %s with training=True: "
@@ -142,7 +143,7 @@ class DynamicTables:
         now = None
         for table in self.tables:
             every = table.config.eviction_interval
-            if every is None:
+            if every is None or table.frozen:  # a frozen table is read only (docs/settings.md)
                 continue
             last = self._last_evicted.get(id(table), 0)
             if due_only and step // every <= last // every:
@@ -159,6 +160,11 @@ class DynamicTables:
         eviction schedule continues from `step` (a resumed run evicts where an uninterrupted
         one would)."""
         for table in self.tables:
+            if table.frozen != self._frozen[id(table)]:  # traced as it was: not honoured
+                raise ConfigError(
+                    f"Argument `trainable` of DynamicEmbedding {table.name!r} must stay as it "
+                    f"was when the Trainer was built ({not self._frozen[id(table)]}): build a "
+                    f"new Trainer for the model. Received: trainable={not table.frozen}")
             self._rows_at_record[id(table)] = table.sizes()[:, 0]
             self._last_evicted.setdefault(id(table), step)
 
