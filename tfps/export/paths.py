@@ -48,6 +48,13 @@ _OLD = ".old."
 # <linux/fs.h>: exchange the two paths atomically (renameat2, Linux 3.15+, glibc 2.28+).
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+# Where the filesystem cannot say: Linux's NAME_MAX and PATH_MAX (<linux/limits.h>).
+_NAME_MAX = 255
+_PATH_MAX = 4096
+# Digits of the largest pid (Linux's pid_max limit, 4194304) and `tempfile`'s random
+# characters: the longest a temporary directory's name gets beyond its prefix.
+_PID_DIGITS = 7
+_RANDOM = 8
 
 
 def is_saved_model(path: str) -> bool:
@@ -88,7 +95,39 @@ def check_target(path, *, overwrite: bool, name: str = "path") -> str:
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
         raise _refused(name, path, f"must be under a writable directory; {parent} is not one")
+    _check_lengths(target, parent, name, path)
     return target
+
+
+def _check_lengths(target: str, existing: str, name: str, path) -> None:
+    """Refuses a path whose names the filesystem cannot hold, counting the temporary
+    directory written beside it (`_temp_prefix` plus `tempfile`'s 8 random characters):
+    refused now, not after the model was built and traced."""
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = _NAME_MAX, _PATH_MAX
+    name_max = name_max if name_max and name_max > 0 else _NAME_MAX
+    path_max = path_max if path_max and path_max > 0 else _PATH_MAX
+    temp = len(os.path.basename(_temp_prefix(target, _TMP))) - len(
+        os.path.basename(target)) + _PID_DIGITS - len(str(os.getpid())) + _RANDOM
+    new = os.path.relpath(target, existing).split(os.sep)
+    for i, part in enumerate(new):
+        room = name_max - (temp if i == len(new) - 1 else 0)
+        if len(os.fsencode(part)) > room:
+            why = (f"the filesystem holds {name_max}, and the export is first written "
+                   f"beside it under a longer name" if room < name_max else
+                   "the filesystem's limit")
+            raise _refused(name, path, f"must have names of at most {room} bytes ({why}); "
+                                       f"{_short(part)} has {len(os.fsencode(part))}")
+    if len(os.fsencode(target)) + temp >= path_max:
+        raise _refused(name, path, f"must be shorter than {path_max - temp} bytes (the "
+                                   f"system's longest path, less the temporary name)")
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _refused(name: str, value, requirement: str) -> ConfigError:

@@ -25,6 +25,7 @@ Then, anywhere (plain TensorFlow)::
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -86,6 +87,12 @@ def export_saved_model(model, path, *, builder: Callable | None = None,
     no permission) ends the process with one line and exit 1 (`tfps.checkpoints.storage`).
     """
     target = paths.check_target(path, overwrite=validate.boolean("overwrite", overwrite))
+    _check_function("builder", builder, ())
+    if not isinstance(serving_fn, str):
+        _check_function("serving_fn", serving_fn, ("model", "inputs"))
+    elif not serving_fn.isidentifier():
+        raise validate.fail("serving_fn", serving_fn, "a method name, a function taking "
+                                                      "(model, inputs) or None")
     start = time.perf_counter()
     copy = unsharded_copy(model, builder)
     variables = [tf_variable(holder) for _, holder, _ in logical_variables(copy)]
@@ -113,6 +120,21 @@ def export_saved_model(model, path, *, builder: Callable | None = None,
     log.info("tfps: exported %d variables to %s in %.1fs", len(variables), target,
              time.perf_counter() - start)
     return target
+
+
+def _check_function(name: str, fn, params: tuple[str, ...]) -> None:
+    """`fn` is None or a function that takes `params` (checked before anything is built)."""
+    if fn is None:
+        return
+    what = f"a function taking ({', '.join(params)}) or None"
+    if not callable(fn):
+        raise validate.fail(name, fn, what)
+    try:
+        inspect.signature(fn).bind(*params)
+    except TypeError:
+        raise validate.fail(name, fn, what) from None
+    except ValueError:
+        pass  # no signature to read (a builtin): not judged
 
 
 def _dynamic_tables(model, copy) -> list:
