@@ -64,7 +64,7 @@ def test_launch_plans_a_dispatcher_and_data_workers_and_tells_the_chief(tmp_path
     (["--data-workers", "0", "t.py"], "--data-workers"),
     (["--spec", "x.yaml", "--data-workers", "1", "t.py"], "--data-workers cannot be combined "
                                                           "with --spec"),
-    (["--data-workers", "1", "--emit", "tfjob", "t.py"], "--data-workers cannot be combined"),
+    (["--data-workers", "1", "--doctor", "t.py"], "--data-workers cannot be combined"),
 ])
 def test_bad_data_worker_flags(argv, needle, capsys):
     assert cli.main(argv) == 2

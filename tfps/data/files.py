@@ -215,6 +215,21 @@ class FileInput:
                     return _rejected(path, first + found[0], found[1])
         return None
 
+    # ------------------------------------------------------------------------ as a dataset
+    def __call__(self, input_context=None):
+        """One pass over the records as a `tf.data.Dataset` of parsed batches, in file order:
+        the input pipeline's share of them (a contiguous range of records) when
+        `input_context` has several pipelines. So a `FileInput` is also a ``dataset_fn``
+        (Keras `fit`, `Trainer(eval_dataset_fn=...)`); the Trainer's own closures and its
+        evaluation read units and record ranges instead."""
+        pipelines = getattr(input_context, "num_input_pipelines", 1) or 1
+        index = getattr(input_context, "input_pipeline_id", 0) or 0
+        paths, firsts, counts = self.eval_args(pipelines, index)
+        fmt, batch = self.format, self.batch_size
+        records = tf.data.Dataset.from_tensor_slices((paths, firsts, counts)).filter(
+            lambda p, f, c: c > 0).flat_map(lambda p, f, c: fmt.dataset(p, f, c))
+        return records.batch(batch).map(self.parse_fn, num_parallel_calls=tf.data.AUTOTUNE)
+
     # ------------------------------------------------------------------------ evaluation
     def eval_args(self, num_shards: int, index: int) -> tuple:
         """Shard `index` of `num_shards` of every record, in file order, as a closure's args."""

@@ -112,9 +112,10 @@ class Service:
         def delivered():
             positions, parsed = element.get_value()
             order = tf.argsort(positions)
-            whole = tf.logical_and(
+            whole = tf.cond(  # every position once (compared only when the counts match)
                 tf.equal(tf.size(positions, tf.int64), total),
-                tf.reduce_all(tf.equal(tf.gather(positions, order), tf.range(total))))
+                lambda: tf.reduce_all(tf.equal(tf.gather(positions, order), tf.range(total))),
+                lambda: tf.constant(False))
             return whole, tf.size(positions, tf.int64), tf.nest.map_structure(
                 lambda t: tf.gather(t, order), parsed)
 

@@ -9,6 +9,7 @@ segments with ``TextLineDataset`` (the header line skipped too).
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Callable, Sequence
 
@@ -21,6 +22,8 @@ __all__ = ["RecordFormat", "count_records", "find_rejected", "output_spec", "tf_
 
 # Records per batch when the chief counts a file (one eager step each).
 _COUNT_BATCH = 8192
+# Bytes of a TFRecord's framing around its data (`tfps.data.sources.scan_tfrecord`).
+_FRAMING = 16
 # TF's DataLossError names the byte offset: "corrupted record at 12345".
 _AT_OFFSET = re.compile(r"record at (\d+)")
 # What TF wraps around an op's message: "{{function_node ...}} " and " [Op:Name] name: ".
@@ -65,23 +68,30 @@ class RecordFormat:
         file cannot be read to its end."""
         if self.format == "csv":
             return count_csv(path, self.header)
-        done = 0
+        done = data = 0
         try:
             for batch in self.dataset(path).batch(_COUNT_BATCH):
                 done += int(batch.shape[0])
+                data += int(tf.reduce_sum(tf.strings.length(batch)))
         except tf.errors.OpError as e:
             raise self._unreadable(path, done, e) from None
+        # TF ends a file at a partial length header without a word: the bytes must add up.
+        if not self.compression and data + _FRAMING * done != os.path.getsize(path):
+            _, bad, reason = scan_tfrecord(path)
+            raise DataError(f"file {path!r}: record {done if bad is None else bad}: "
+                            f"{reason or 'cut short'}", path=path, record=bad)
         return done
 
     def _unreadable(self, path: str, done: int, error) -> DataError:
         """The error for a file TF could not read past record `done` (± a batch)."""
         message = tf_message(error)
         if isinstance(error, tf.errors.DataLossError) and not self.compression:
-            _, bad, reason = scan_tfrecord(path)  # a file cut short, by its framing
-            at = _AT_OFFSET.search(message)
-            if bad is None and at:  # a corrupt record: the one at TF's offset
-                _, bad, reason = scan_tfrecord(path, int(at.group(1)))
+            at = _AT_OFFSET.search(message)  # the record TF names by its byte offset
+            _, bad, reason = scan_tfrecord(path, int(at.group(1)) if at else None)
             if bad is not None:
+                if at:
+                    reason = ("cut short (the file ends inside it)" if "truncated" in message
+                              else "corrupt (its length or data fail their checksum)")
                 return DataError(f"file {path!r}: record {bad}: {reason} ({message})",
                                  path=path, record=bad)
         # Find the record one at a time from the last batch that was read whole.
