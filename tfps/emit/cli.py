@@ -58,7 +58,7 @@ def flags(engine: str) -> frozenset[str]:
 
 
 def spec_from_args(args: argparse.Namespace, *, script: str, num_ps: int, num_workers: int,
-                   evaluator: bool) -> JobSpec:
+                   evaluator: bool, data_workers: int = 0) -> JobSpec:
     """The engine's spec, validated, from the parsed flags and the job's shape.
 
     Raises:
@@ -71,5 +71,5 @@ def spec_from_args(args: argparse.Namespace, *, script: str, num_ps: int, num_wo
                num_workers=num_workers, evaluator=evaluator,
                gpus_per_worker=args.gpus_per_worker or 0, name=args.name,
                model_bytes=None if args.model_bytes is None else parse_bytes(args.model_bytes),
-               max_restarts=args.max_restarts)
+               max_restarts=args.max_restarts, data_workers=data_workers)
     return ENGINES[args.emit].spec_from_args(args, **job)

@@ -71,6 +71,8 @@ class JobSpec:
       model_bytes: bytes of all variables and optimizer slots, to size memory; None when
         unknown.
       max_restarts: the launcher's ``--max-restarts`` in every task; None: its default.
+      data_workers: data workers of TF's tf.data service beside the job, with a dispatcher
+        (`tfps.emit.data_service`; 0: none), for `tfps.data`'s service mode.
 
     Raises:
       ConfigError: naming the field and the value received.
@@ -90,11 +92,13 @@ class JobSpec:
     name: str | None = None
     model_bytes: int | None = None
     max_restarts: int | None = None
+    data_workers: int = 0
 
     def __post_init__(self):
         validate.count("num_ps", self.num_ps, 1)
         validate.count("num_workers", self.num_workers, 1)
         validate.count("gpus_per_worker", self.gpus_per_worker, 0)
+        validate.count("data_workers", self.data_workers, 0)
         validate.boolean("evaluator", self.evaluator)
         validate.integer("model_bytes", self.model_bytes, low=1, allow_none=True)
         validate.integer("max_restarts", self.max_restarts, low=0, high=_MAX_RESTARTS,

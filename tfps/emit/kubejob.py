@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Mapping
 from tfps import _cli, validate
 from tfps._env import TASK_ENV
 from tfps.cluster import ROLES
-from tfps.emit import kube
+from tfps.emit import data_service, kube
 from tfps.emit import resources as _resources
 from tfps.emit.job import JobSpec
 from tfps.errors import ConfigError
@@ -131,6 +131,9 @@ class KubeJobSpec(JobSpec):
                   env: list[dict] | None = None) -> dict:
         """The container of `role`'s pods: image, command, port, environment, resources."""
         gpus = self.gpus_per_worker if role == "worker" else 0
+        if self.data_workers and role in ("chief", "evaluator"):  # tfps.data's service mode
+            env = [*(env or ()), {"name": "TFPS_DATA_SERVICE",
+                                  "value": data_service.address(self.name)}]
         return {
             "name": name,
             "image": self.image,
@@ -154,6 +157,17 @@ class KubeJobSpec(JobSpec):
             out["namespace"] = self.namespace
         out["labels"] = dict(_MANAGED_BY)
         return out
+
+    def data_service(self) -> list[dict]:
+        """The tf.data service's objects beside the job (`tfps.emit.data_service`), or []."""
+        if not self.data_workers:
+            return []
+        env = [{"name": k, "value": v} for k, v in TASK_ENV.items()]
+        return data_service.kubernetes_objects(
+            name=self.name, namespace=self.namespace, image=self.image,
+            workers=self.data_workers, job_label=self.job_label,
+            pod_metadata={k: v for k, v in self.pod_metadata().items() if k != "labels"},
+            env=env)
 
     def network_policy(self) -> dict:
         """The job's pods accept `CONTAINER_PORT` only from each other (`kube.network_policy`)."""

@@ -15,6 +15,7 @@ import shlex
 from tfps import exit_codes
 from tfps._env import TASK_ENV
 from tfps.cluster.slurm import PORT_RANGE
+from tfps.emit import data_service
 from tfps.emit.job import RETRYABLE_EXIT_CODES
 
 __all__ = ["MAX_RETRIES", "PREEMPTION_NOTICE_S", "render"]
@@ -47,7 +48,11 @@ def render(spec) -> str:
             "evaluator_pid=$!",
             "",
         ]
+    if spec.data_workers:
+        lines += data_service.slurm_lines(spec.data_workers)
     lines += _step(spec, run)
+    if spec.data_workers:  # the data service's steps end with training
+        lines += ['kill $data_pids 2>/dev/null; wait $data_pids 2>/dev/null', ""]
     if spec.evaluator:
         lines += [
             "# The evaluator's launcher ends it when the chief is done; should it miss that,",

@@ -114,7 +114,7 @@ class TFJobSpec(KubeJobSpec):
                 "tfReplicaSpecs": replica_specs,
             },
         }
-        return [tfjob, self.network_policy()]
+        return [tfjob, self.network_policy(), *self.data_service()]
 
     def render(self) -> str:
         """The manifest as YAML, with a header saying how to apply it."""

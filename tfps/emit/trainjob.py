@@ -167,7 +167,7 @@ class TrainJobSpec(KubeJobSpec):
                 "trainer": {"numNodes": self.num_workers},
             },
         }
-        return [runtime, train_job, self.network_policy()]
+        return [runtime, train_job, self.network_policy(), *self.data_service()]
 
     def render(self) -> str:
         """The manifest as YAML, with a header saying how to apply it."""

@@ -144,7 +144,7 @@ class VolcanoJobSpec(KubeJobSpec):
                 "tasks": [self._task(role, n) for role, n in self.roles()],
             },
         }
-        return [job, self.network_policy()]
+        return [job, self.network_policy(), *self.data_service()]
 
     def render(self) -> str:
         """The manifest as YAML, with a header saying how to apply it."""

@@ -119,7 +119,8 @@ def config_from_args(args: argparse.Namespace):
     _exclusive(args, "spec", ("num_ps", "num_workers", "evaluator", "data_workers"),
                " (the spec lists the tasks)")
     if args.emit is not None:
-        _refuse_others(args, _CLUSTER | emit_cli.flags(args.emit), f"--emit {args.emit}")
+        _refuse_others(args, _CLUSTER | {"data_workers"} | emit_cli.flags(args.emit),
+                       f"--emit {args.emit}")
         return _emit_config(args)
     if args.doctor is not None:
         _refuse_others(args, _DOCTOR, "--doctor")
@@ -154,10 +155,13 @@ def _emit_config(args) -> EmitConfig:
         cluster = _load_spec(args.spec, True, "--emit")
         num_ps, num_workers, evaluator = cluster.num_ps, cluster.num_workers, \
             bool(cluster.evaluator)
+        data_workers = len(cluster.data_worker)
     else:
         num_ps, num_workers, evaluator = _counts(args)
+        data_workers = args.data_workers or 0
     return emit_cli.spec_from_args(args, script=script, num_ps=num_ps,
-                                   num_workers=num_workers, evaluator=evaluator)
+                                   num_workers=num_workers, evaluator=evaluator,
+                                   data_workers=data_workers)
 
 
 def _doctor_config(args) -> DoctorConfig:
