@@ -238,3 +238,20 @@ def test_records_the_service_loses_are_read_by_the_worker(strategy, dispatcher, 
     err = capfd.readouterr().err
     assert "tfps.data: the tf.data service delivered" in err, err[-2000:]
     assert "reading the unit here instead" in err
+
+
+def test_keras_fit_trains_epochs_over_files(strategy, files, capsys):
+    import tf_keras
+
+    def parse_xy(records):
+        ex = parse(records)
+        return tf.expand_dims(ex["x"], 1), 2.0 * ex["x"]
+
+    data = tfps.data.FileInput(files, parse_fn=parse_xy, batch_size=BATCH)
+    with strategy.scope():
+        model = tf_keras.Sequential([tf_keras.Input((1,)), tf_keras.layers.Dense(1)])
+        model.compile(tf_keras.optimizers.legacy.SGD(0.01), "mse", steps_per_execution=3)
+    history = tfps.keras.fit(model, data, epochs=2)  # steps per epoch: from the files
+    assert len(history.history["loss"]) == 2
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("fit |")]
+    assert [l.split(" | ")[2] for l in lines] == ["step: 12", "step: 24"], lines

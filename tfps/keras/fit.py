@@ -120,16 +120,22 @@ def evaluation_shards(workers, num_batches: int | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------ fit / evaluate
-def fit(model, x, *, epochs: int, steps_per_epoch: int, model_dir: str | None = None,
+def fit(model, x, *, epochs: int, steps_per_epoch: int | None = None,
+        model_dir: str | None = None,
         checkpoint_epochs: int = 1, validation_data=None, callbacks: Iterable = (),
         progress: bool = True, verbose: int | str = 0, **kwargs):
     """`model.fit` under PSS: dataset function, backups, checkpoints, per-epoch progress.
 
     Args:
       model: a tf_keras model built and compiled under the strategy's scope.
-      x: a dataset function (see `dataset_creator`), a `DatasetCreator`, or a dataset.
+      x: a dataset function (see `dataset_creator`), a `DatasetCreator`, a dataset, or a
+        `tfps.data.FileInput` (files: each worker reads its contiguous share of the records,
+        repeated; steps per epoch from the data. Keras schedules the epoch's steps on the
+        workers as they come free, so an epoch visits each record about once; exactly once
+        per epoch, also when workers die, is `tfps.Trainer(data=...)`: docs/data.md).
       epochs: number of epochs.
-      steps_per_epoch: steps per epoch (required under PSS: the data is infinite).
+      steps_per_epoch: steps per epoch (required under PSS: the data is infinite), or None
+        with a `tfps.data.FileInput` (``ceil(records / batch_size)``).
       model_dir: where `BackupAndRestore` and the ``ckpt-<epoch>`` checkpoints go; None for
         neither. A `model_dir` from an earlier `fit` (on any number of ps tasks) resumes
         after its last epoch: weights, optimizer slots and step count.
@@ -145,6 +151,9 @@ def fit(model, x, *, epochs: int, steps_per_epoch: int, model_dir: str | None = 
       The `History` of `model.fit`.
     """
     validate.integer("epochs", epochs, low=1, high=10**9)
+    if steps_per_epoch is None and hasattr(x, "steps_per_epoch"):  # tfps.data.FileInput
+        files, steps_per_epoch = x, x.steps_per_epoch
+        x = lambda input_context: files(input_context).repeat()  # noqa: E731
     validate.integer("steps_per_epoch", steps_per_epoch, low=1, high=10**12)
     _refuse_dynamic_embeddings(model)
     if verbose == 1:
