@@ -35,11 +35,20 @@ def _frame(kind, flags, stream, payload=b""):
                        stream) + payload
 
 
-class H2Server:
-    """Answers every connection's first request with SETTINGS, then HEADERS on stream 1
-    (what a TF server's GetStatus answer starts with), or never reads (`stopped`)."""
+def _status_message(incarnation: int) -> bytes:
+    """A gRPC-framed GetStatusResponse with one device of `incarnation`."""
+    device = bytes([0x0A, 3]) + b"cpu" + bytes([0x31]) + incarnation.to_bytes(8, "little")
+    body = bytes([0x0A, len(device)]) + device
+    return b"\0" + len(body).to_bytes(4, "big") + body
 
-    def __init__(self, stopped: bool = False):
+
+class H2Server:
+    """Answers every connection's first request as a TF server does: SETTINGS, HEADERS, the
+    GetStatusResponse (its device's `incarnation`) ending the stream; or never reads
+    (`stopped`)."""
+
+    def __init__(self, stopped: bool = False, incarnation: int = 41):
+        self.incarnation = incarnation
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -65,7 +74,8 @@ class H2Server:
                         break
                     data += chunk
                 self.requests.append(data)
-                conn.sendall(_frame(4, 0, 0) + _frame(1, 4, 1, b"\x88"))
+                conn.sendall(_frame(4, 0, 0) + _frame(1, 4, 1, b"\x88")
+                             + _frame(0, 1, 1, _status_message(self.incarnation)))
 
     def close(self):
         self._stop.set()
@@ -83,7 +93,7 @@ def servers():
 def test_get_status_is_answered_by_a_live_server(servers):
     server = servers()
     call = rpc.call_now(server.address, timeout=5)
-    assert call.result == "answered" and call.seconds < 5
+    assert call.result == "answered" and call.seconds < 5 and call.incarnation == 41
     request = server.requests[0]
     assert request.startswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     assert b"application/grpc" in request
@@ -123,6 +133,14 @@ def test_prober_counts_silence_only_after_a_first_answer(servers):
     assert prober.silent_for("ps:0") == 42
     assert prober.silent_for("ps:1") == 0  # never answered: starting, not hung
     assert prober.settled_since() is None  # not every task answers
+    assert prober.replaced == []
+    server.incarnation = 42  # a new process serves ps:0 (a restart between two looks)
+    deadline = time.monotonic() + 5
+    while not prober.replaced and time.monotonic() < deadline:
+        clock.now += 1
+        prober.poll()
+        time.sleep(0.01)
+    assert prober.replaced == ["ps:0"]
     prober.restarted("ps:0")
     assert prober.silent_for("ps:0") == 0
     prober.close()
@@ -286,3 +304,16 @@ def test_report_json_is_plain():
     report = channel.ChiefReport(heartbeat=1.5, timeout=30.0)
     assert json.loads(report.to_json()) == {"heartbeat": 1.5, "timeout": 30.0, "hung": [],
                                             "step": 0, "exiting": False}
+
+
+def test_a_ps_served_by_a_new_process_counts_as_lost_for_the_chief():
+    from tfps.launch.run.peers import PsWatch
+
+    ps = TaskId("ps", 0)
+    watch = PsWatch({ps: "node1:2222"}, clock=FakeClock())
+    watch.mark_lost(ps, "restarted: a new process answers")
+    watch.mark_lost(TaskId("worker", 0), "not a ps of this watch")
+    assert watch.lost() == [ps]
+    assert watch.why(ps) == "node1:2222: restarted: a new process answers"
+    watch.reset()  # the chief restarted
+    assert watch.lost() == []

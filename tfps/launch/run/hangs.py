@@ -164,6 +164,12 @@ class HangWatch:
             hangs.append(Hang(task, hung.seconds, how, elsewhere))
         return hangs
 
+    def replaced_elsewhere(self, running: Callable[[TaskId], bool]) -> list[TaskId]:
+        """Tasks of other launchers that a new process now serves (their incarnation changed),
+        each once: a ps restarted between two TCP looks still shows here."""
+        replaced, self._prober.replaced = self._prober.replaced, []
+        return [task for task in replaced if not running(task)]
+
     def close(self) -> None:
         self._prober.close()
         if self._relay is not None:

@@ -260,6 +260,11 @@ class PsWatch:
             up, reason = probe_now(address)
             self._record(task, up, reason, self._clock())
 
+    def mark_lost(self, task: TaskId, reason: str) -> None:
+        """Records `task` as lost for `reason` (seen otherwise: a new process answers there)."""
+        if task in self._ps:
+            self._lost.setdefault(task, (self._clock(), reason))
+
     def lost(self) -> list[TaskId]:
         """The ps tasks seen unreachable since the last `reset`, first loss first."""
         return sorted(self._lost, key=lambda t: self._lost[t][0])

@@ -100,6 +100,8 @@ class GetStatus:
         self.seconds: float | None = None
         self._out = request_bytes(address)
         self._in = b""
+        self._message = b""  # the answer's DATA: a GetStatusResponse, gRPC-framed
+        self.incarnation: int | None = None  # of the first device: new in every process
         self._connected = False
         self.sock: socket.socket | None = None
         try:
@@ -150,6 +152,8 @@ class GetStatus:
             pass
         except OSError as e:  # reset: the process went away mid-call
             self._finish("refused", (e.strerror or str(e)).lower())
+        if self.result is None and self.seconds is not None and now - self.started > self.timeout:
+            self._finish("answered", "no end of the answer")  # it started answering
         if self.result is None and now - self.started > self.timeout:
             self._finish("silent", f"no answer to GetStatus within {self.timeout:g}s"
                          if self._connected else f"connect timed out after {self.timeout:g}s")
@@ -172,13 +176,19 @@ class GetStatus:
             size = (high << 16) | low
             if len(self._in) < _FRAME.size + size:
                 return
+            payload = self._in[_FRAME.size:_FRAME.size + size]
             self._in = self._in[_FRAME.size + size:]
             stream &= 0x7FFFFFFF
             if kind == _SETTINGS and not flags & _ACK:
                 self._out += _frame(_SETTINGS, _ACK, 0)
-            elif kind in (_HEADERS, _RST_STREAM) and stream == _STREAM:
-                self.seconds = now - self.started
-                self._finish("answered")
+            elif stream == _STREAM and kind in (_HEADERS, _DATA, _RST_STREAM):
+                if self.seconds is None:
+                    self.seconds = now - self.started  # the handler ran: it answered
+                if kind == _DATA:
+                    self._message += payload
+                if kind == _RST_STREAM or flags & _END_STREAM:
+                    self.incarnation = incarnation(self._message)
+                    self._finish("answered")
             elif kind == _GOAWAY:  # a live server that refuses the call still answered
                 self.seconds = now - self.started
                 self._finish("answered", "GOAWAY")
@@ -190,6 +200,57 @@ class GetStatus:
                 self._out = self._out[sent:]
             except BlockingIOError:
                 pass
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not byte & 0x80:
+            return value, i
+
+
+def _fields(data: bytes):
+    """``(number, wire type, value)`` of each field of a protobuf message (no schema)."""
+    i = 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            value, i = _varint(data, i)
+        elif kind == 1:
+            value, i = data[i:i + 8], i + 8
+        elif kind == 2:
+            size, i = _varint(data, i)
+            value, i = data[i:i + size], i + size
+        elif kind == 5:
+            value, i = data[i:i + 4], i + 4
+        else:
+            raise ValueError(f"wire type {kind}")
+        yield number, kind, value
+
+
+def incarnation(message: bytes) -> int | None:
+    """The incarnation of the first device in a gRPC-framed ``GetStatusResponse``
+    (``device_attributes = 1``; `DeviceAttributes.incarnation = 6`, a fixed64 that TF draws
+    at random when a process starts: tensorflow/core/framework/device_attributes.proto).
+
+    >>> device = bytes([0x31]) + (7).to_bytes(8, "little")
+    >>> incarnation(b"\\0" + (len(device) + 2).to_bytes(4, "big") + bytes([0x0A, len(device)]) + device)
+    7
+    """
+    try:
+        for number, kind, device in _fields(message[5:5 + int.from_bytes(message[1:5], "big")]):
+            if number == 1 and kind == 2:
+                for field, wire, value in _fields(device):
+                    if field == 6 and wire == 1:
+                        return int.from_bytes(value, "little")
+                return None
+    except (ValueError, IndexError):
+        pass
+    return None
 
 
 def call_now(address: str, timeout: float = 5.0) -> GetStatus:
@@ -223,6 +284,8 @@ class Prober:
         self.answered_at: dict = {}  # key -> clock() of the latest answer
         self.answering_since: dict = {}  # key -> clock() since which it answers every call
         self.round_trip: dict = {}  # key -> seconds of the latest answer
+        self.incarnation: dict = {}  # key -> the process's incarnation in its latest answer
+        self.replaced: list = []  # keys whose incarnation changed (a new process), oldest first
 
     def restarted(self, key) -> None:
         """`key`'s task was restarted: forget it answered; it is starting again."""
@@ -231,6 +294,7 @@ class Prober:
             call.cancel()
         self.answered_at.pop(key, None)
         self.answering_since.pop(key, None)
+        self.incarnation.pop(key, None)
         self._due[key] = 0.0
 
     def poll(self) -> None:
@@ -243,6 +307,10 @@ class Prober:
                     self.answering_since.setdefault(key, now)
                     self.answered_at[key] = now
                     self.round_trip[key] = call.seconds
+                    if call.incarnation is not None:
+                        if self.incarnation.get(key, call.incarnation) != call.incarnation:
+                            self.replaced.append(key)
+                        self.incarnation[key] = call.incarnation
                 else:
                     self.answering_since.pop(key, None)
             if key not in self._calls and now >= self._due[key]:

@@ -312,8 +312,11 @@ class Supervisor:
 
     def _kill_hung(self) -> list[Death]:
         """Kills the tasks here found hung; returns them as deaths (`tfps.launch.run.hangs`)."""
-        deaths = []
-        for hang in self._hangs.poll(lambda t: t in self._by_id and self._by_id[t].running):
+        deaths, running = [], (lambda t: t in self._by_id and self._by_id[t].running)
+        for task in self._hangs.replaced_elsewhere(running):
+            if self._ps_watch is not None:
+                self._ps_watch.mark_lost(task, "restarted: a new process answers")
+        for hang in self._hangs.poll(running):
             task = self._by_id.get(hang.task)
             if hang.elsewhere:
                 self._out.event(f"{label(hang.task)} hung ({hang.how}); asked its launcher at "
