@@ -69,6 +69,15 @@ def _parse_model(spec: str) -> tuple[str, str]:
 
 
 def _load_builder(spec: str, where: str, name: str, flag_args: list[str]):
+    # No __pycache__ beside the user's file: a refused export leaves nothing behind.
+    writes, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        return _load(spec, where, name, flag_args)
+    finally:
+        sys.dont_write_bytecode = writes
+
+
+def _load(spec: str, where: str, name: str, flag_args: list[str]):
     try:
         if where.endswith(".py"):
             directory = os.path.dirname(os.path.abspath(where))
