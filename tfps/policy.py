@@ -104,6 +104,13 @@ def thread_spinning(tasks_on_host: int, cores: int) -> bool:
     return cores >= SPIN_CORES_PER_TASK * max(1, tasks_on_host)
 
 
+def ps_intra_op_threads(spinning: bool) -> int:
+    """Intra-op threads of a ps task: 1 where its host is shared (no spinning), else TF's
+    default (0). A ps runs small kernels (one step's rows); on a shared host, splitting one
+    across threads costs more hand-offs than it saves (docs/performance.md)."""
+    return 0 if spinning else 1
+
+
 def tasks_on_host(environ) -> int:
     """TF processes on this host as the launcher said (`TASKS_ON_HOST_ENV`; 1 when unset)."""
     try:

@@ -45,8 +45,10 @@ def serve(cluster: Cluster, task: TaskId) -> None:
     if extension is None:  # a TensorFlow without the extension: through its Python API
         join, target = _serve_with_tensorflow(cluster, task, spinning)
     else:
-        definition = _tf_server.server_def(cluster.as_dict(training_only=True), task.type,
-                                           task.index, thread_spinning=spinning)
+        definition = _tf_server.server_def(
+            cluster.as_dict(training_only=True), task.type, task.index,
+            thread_spinning=spinning,
+            intra_op_threads=policy.ps_intra_op_threads(spinning) if task.type == "ps" else 0)
         try:
             join, target = _tf_server.start_server(extension, definition)
         except _tf_server.ServerStartError as e:  # e.g. the port was taken meanwhile
@@ -62,6 +64,8 @@ def _serve_with_tensorflow(cluster: Cluster, task: TaskId, spinning: bool):
     tf = _tf.require()
     config = tf.compat.v1.ConfigProto()
     config.experimental.disable_thread_spinning = not spinning
+    if task.type == "ps":
+        config.intra_op_parallelism_threads = policy.ps_intra_op_threads(spinning)
     try:
         server = tf.distribute.Server(
             tf.train.ClusterSpec(cluster.as_dict(training_only=True)), job_name=task.type,
