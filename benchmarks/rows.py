@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 
+import data_rows
 from harness import (CHIEF_TIMEOUT, NO_PS, PY, REPO, BenchError, Cluster, Row, cluster_pair,
                      common, kill_group, median, paired, task_env,
                      run_program, script)
@@ -383,4 +384,9 @@ ROWS = [
     Row("bytes_per_step", "<= 0.25", "bytes", "lower", 0.25, row_bytes_per_step),
     Row("quality_guard", ">= 0.99", "auc", "higher", 0.99, row_quality_guard),
     Row("dynamic_vs_static", ">= 0.7", "steps/s", "higher", 0.7, row_dynamic_vs_static),
+    # Training from files (issue 23): benchmarks/data_rows.py.
+    Row("file_input", ">= 0.9", "steps/s", "higher", 0.9, data_rows.row_file_input),
+    Row("file_input_service", ">= 0.9", "steps/s", "higher", 0.9,
+        data_rows.row_file_input_service),
+    Row("service_offload", "report", "steps/s", "higher", 0.0, data_rows.row_service_offload),
 ]

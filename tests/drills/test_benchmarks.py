@@ -26,7 +26,8 @@ RUN = os.path.join(REPO, "benchmarks", "run.py")
 ROW_NAMES = ["trainer_overhead", "default_vs_tutorial", "ps_vs_local", "ps_vs_local_per_step",
              "closure_vs_loop", "closure_vs_loop_per_step", "ps_capacity",
              "sparse_table_scaling", "accumulation_vs_local", "launch_ready", "fit_overhead",
-             "time_to_auc", "bytes_per_step", "quality_guard", "dynamic_vs_static"]
+             "time_to_auc", "bytes_per_step", "quality_guard", "dynamic_vs_static",
+             "file_input", "file_input_service", "service_offload"]
 # Rows whose programs write their traced graphs, and the sides whose traffic is counted
 # (accumulation_vs_local's baseline is one process with a stacked loop: nothing to count).
 BOTH = {"tfps", "baseline"}
