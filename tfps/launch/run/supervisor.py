@@ -100,8 +100,7 @@ class Supervisor:
                  early_signals: Sequence[int] | None = None,
                  watch_peers: bool | None = None,
                  hang_timeout: float = channel.DEFAULT_HANG_TIMEOUT, metrics=None):
-        order = {"dispatcher": -2, "data_worker": -1, "ps": 0, "worker": 1, "chief": 2,
-                 "evaluator": 3}
+        order = dict(dispatcher=-2, data_worker=-1, ps=0, worker=1, chief=2, evaluator=3)
         self._tasks = sorted((_Task(p) for p in plans),
                              key=lambda t: (order[t.plan.task.type], t.plan.task.index))
         self._by_id = {t.plan.task: t for t in self._tasks}
