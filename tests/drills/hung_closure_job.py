@@ -11,10 +11,9 @@ where it no longer blocks (the counter on the ps is past 3). Prints
 
 import sys
 
-import tfps  # first: binds tf.keras and sets GRPC_FAIL_FAST
-
 import tensorflow as tf
 
+import tfps  # first: binds tf.keras and sets GRPC_FAIL_FAST
 from tfps.train import health
 
 

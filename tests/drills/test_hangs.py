@@ -20,8 +20,8 @@ import time
 import urllib.request
 
 import pytest
-
 from conftest import REPO, TF_ENV, assert_all_dead, latest_recorded, result_line
+
 from tfps.cluster import free_ports
 
 RECSYS = os.path.join(REPO, "examples", "recsys.py")
@@ -57,7 +57,8 @@ def recsys(tmp_path, *launcher_flags, steps=1500, checkpoint_every=500):
 
 
 def chief_result(output: str) -> dict:
-    lines = [l[len("[chief] "):] for l in output.splitlines() if l.startswith("[chief] result:")]
+    lines = [line[len("[chief] "):] for line in output.splitlines()
+             if line.startswith("[chief] result:")]
     assert lines, output[-3000:]
     return result_line(lines[-1])
 

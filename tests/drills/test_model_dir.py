@@ -16,7 +16,6 @@ import tempfile
 import time
 
 import pytest
-
 from conftest import REPO, assert_all_dead, result_line, task_env
 
 RECSYS = os.path.join(REPO, "examples", "recsys.py")
@@ -24,7 +23,8 @@ EXAMPLE = os.path.join(REPO, "examples", "linear_regression.py")
 
 
 def chief_result(output: str) -> dict:
-    lines = [l[len("[chief] "):] for l in output.splitlines() if l.startswith("[chief] result:")]
+    lines = [line[len("[chief] "):] for line in output.splitlines()
+             if line.startswith("[chief] result:")]
     assert lines, output[-3000:]
     return result_line(lines[-1])
 
@@ -47,7 +47,7 @@ def test_a_second_job_on_a_live_model_dir_exits_2_and_the_first_is_untouched(lau
     second = launch(*small_recsys(model_dir, 100))
     assert second.wait(60) == 2, second.output[-3000:]
     assert time.monotonic() - started < 60
-    lines = [l for l in second.output.splitlines() if "is in use by another job" in l]
+    lines = [line for line in second.output.splitlines() if "is in use by another job" in line]
     assert len(lines) == 1, second.output[-3000:]
     assert re.fullmatch(rf"\[chief\] tfps: model_dir {model_dir} is in use by another job "
                         rf"\(host \S+, pid \d+, started [\d:\- ]+, heartbeat \d+s ago\); one "
@@ -81,7 +81,7 @@ def test_a_full_filesystem_is_one_line_and_the_last_good_checkpoint_restores(
     model_dir = os.path.join(small_filesystem, "model")
     run = launch(*small_recsys(model_dir, 1000, "--checkpoint_every", "200"))
     assert run.wait(240) == 1, run.output[-3000:]  # permanent: nothing is restarted
-    [line] = [l for l in run.output.splitlines() if " failed: " in l]
+    [line] = [text for text in run.output.splitlines() if " failed: " in text]
     found = re.fullmatch(rf"\[chief\] tfps: checkpoint {model_dir}/checkpoints/ckpt-(\d+) "
                          rf"failed: No space left on device; the last good checkpoint is "
                          rf"ckpt-(\d+)", line)

@@ -211,7 +211,7 @@ def test_report_round_trip_and_garbage(tmp_path):
     assert channel.read_report(path) is None
 
 
-def test_hang_watch_reads_the_chief_report_once_per_episode(tmp_path):
+def test_hang_watch_reads_the_chief_report_once_per_episode(tmp_path, monkeypatch):
     clock, wall = FakeClock(), FakeClock(5000.0)
     watch = HangWatch(_plans(tmp_path, num_ps=1, num_workers=2), timeout=10, clock=clock,
                       wall=wall)
@@ -229,7 +229,7 @@ def test_hang_watch_reads_the_chief_report_once_per_episode(tmp_path):
     wall.now += 11  # the chief's reports stopped, but a server does not answer (yet):
     assert watch.poll(running) == []  # TF may block the chief while it reconnects
     settled = clock.now - 30  # every server has answered for 30 s
-    watch._prober.settled_since = lambda: settled
+    monkeypatch.setattr(rpc.Prober, "settled_since", lambda self: settled)
     [hang] = watch.poll(running)
     assert hang.task == TaskId("chief", 0) and "no report" in hang.how
     settled = clock.now - 5  # a server came back 5 s ago: the chief gets the timeout again
@@ -244,17 +244,20 @@ def test_hang_watch_reads_the_chief_report_once_per_episode(tmp_path):
     watch.close()
 
 
-def test_hang_watch_declares_a_silent_server_hung(tmp_path, servers):
+def test_hang_watch_declares_a_silent_server_hung(servers):
     clock = FakeClock()
-    plans = _plans(tmp_path, num_ps=1, num_workers=1)
-    server = servers()
-    ps = next(p for p in plans if p.task.type == "ps")
+    server = servers()  # the fake stands in for ps:0
+    cluster = Cluster.from_dict({"chief": ["localhost:1"], "ps": [server.address],
+                                 "worker": ["localhost:2"]})
+    plans = plan_tasks(cluster, [TaskId("ps", 0)], script="train.py", python="python")
+    ps = plans[0]
     watch = HangWatch(plans, timeout=5, clock=clock)
-    watch._prober._addresses[ps.task] = server.address  # the fake stands in for ps:0
     deadline = time.monotonic() + 5
-    while ps.task not in watch._prober.answered_at and time.monotonic() < deadline:
+    while not server.requests and time.monotonic() < deadline:
         assert watch.poll(lambda t: True) == []
         time.sleep(0.01)
+    time.sleep(0.1)
+    assert watch.poll(lambda t: True) == []  # the answer is in
     server.close()
     clock.now += 6
     hangs = watch.poll(lambda t: True)

@@ -103,10 +103,12 @@ def test_a_taken_metrics_port_is_one_line_exit_2(tmp_path, capsys):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        config = cli.config_from_args(cli.parse(["--metrics-port", str(port), EXAMPLE]))
-        with pytest.raises(cli.ConfigError, match=f"--metrics-port {port}: cannot listen on "
-                                                  f"127.0.0.1:{port}"):
-            cli._metrics_socket(config, cli.plan(config))
+        assert cli.main(["--log-dir", str(tmp_path / "logs"), "--metrics-port", str(port),
+                         EXAMPLE]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"tfps-launch: error: --metrics-port {port}: cannot listen on "
+                           f"127.0.0.1:{port}"), line
+    assert not (tmp_path / "logs").exists()  # nothing started
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -163,8 +165,9 @@ def test_a_log_file_on_a_full_disk_is_one_line_and_the_terminal_keeps_everything
         pytest.skip("no /dev/full")
     out, err = io.StringIO(), io.StringIO()
     output = logs.Output(str(tmp_path), out=out, err=err)
-    output._launcher_log.close()
-    output._launcher_log = open("/dev/full", "a")  # every write: ENOSPC
+    # Every write to /dev/full fails with ENOSPC: the launcher's own log moves there.
+    output._launcher_log.close()  # noqa: SLF001 - a full disk under the launcher's own log
+    output._launcher_log = open("/dev/full", "a")  # noqa: SLF001 - idem
     read, write = os.pipe()
     output.pump(os.fdopen(read, "rb"), "worker:1", open("/dev/full", "ab"))
     os.write(write, b"first\nsecond\n")

@@ -16,9 +16,18 @@ The one home of checkpoint knowledge for `tfps.train`, `tfps.keras` and `tfps.ex
 ('/tmp/run/checkpoints', 'checkpoint')
 """
 
-from tfps.checkpoints.layout import (BACKUP_SUBDIR, CHECKPOINT_SUBDIR, MODEL_KEY, STATE_FILE,
-                                     backup_dir, checkpoint_dir, checkpoint_number,
-                                     is_trainer_checkpoint, latest_checkpoint, read_state)
+from tfps.checkpoints.layout import (
+    BACKUP_SUBDIR,
+    CHECKPOINT_SUBDIR,
+    MODEL_KEY,
+    STATE_FILE,
+    backup_dir,
+    checkpoint_dir,
+    checkpoint_number,
+    is_trainer_checkpoint,
+    latest_checkpoint,
+    read_state,
+)
 
 # name -> module that defines it, loaded on first attribute access (PEP 562).
 _LAZY = {name: "tfps.checkpoints.manager"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from tfps._cli import quote
 from tfps.errors import ConfigError

@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from tfps import exit_codes
 
@@ -90,7 +90,7 @@ class Holder:
         return json.dumps(dataclasses.asdict(self)).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "Holder":
+    def from_json(cls, data: bytes) -> Holder:
         fields = json.loads(data.decode("utf-8"))
         return cls(host=str(fields["host"]), pid=int(fields["pid"]),
                    start=float(fields["start"]), heartbeat=float(fields["heartbeat"]),
@@ -164,7 +164,7 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, every: float = HEARTBEAT_S) -> "Lease":
+    def start(self, every: float = HEARTBEAT_S) -> Lease:
         """Renews every `every` seconds from a daemon thread; released at the process's exit
         (a process killed leaves it: the next chief finds its pid gone, or its heartbeat old)."""
         self._thread = threading.Thread(target=self._renew_loop, args=(every,),

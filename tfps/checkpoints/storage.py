@@ -4,7 +4,8 @@ A checkpoint, an export or a log write that fails because of the storage (a full
 permission, a read-only filesystem, a quota) is not a bug of the program and not cured by a
 restart: the process ends with one line that names the path, the error and what is kept,
 
-    tfps: checkpoint /runs/a/checkpoints/ckpt-215 failed: No space left on device; the last good checkpoint is ckpt-200
+    tfps: checkpoint /runs/a/checkpoints/ckpt-215 failed: No space left on device; the last
+    good checkpoint is ckpt-200      (one line)
 
 removes what the write left half done, and exits `tfps.exit_codes.FAILED` (1), which
 schedulers read as permanent (`StorageFailed`). TF reports such a failure as an `OpError`
@@ -54,7 +55,7 @@ def storage_error(error: BaseException) -> str | None:
     return None
 
 
-def fail(what: str, path: str, reason: str, kept: str) -> "StorageFailed":
+def fail(what: str, path: str, reason: str, kept: str) -> StorageFailed:
     """Prints ``tfps: <what> <path> failed: <reason>; <kept>`` to stderr and returns the
     `StorageFailed` to raise."""
     message = f"tfps: {what} {path} failed: {reason}; {kept}"

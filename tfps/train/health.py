@@ -33,7 +33,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tfps.launch.run import channel, rpc
 from tfps.train.loop import LoopObserver
@@ -199,7 +199,7 @@ class ChiefHealth:
         self._write_failed = False
         self._exiting = False
 
-    def start(self) -> "ChiefHealth":
+    def start(self) -> ChiefHealth:
         self._thread.start()
         atexit.register(self.stop)
         return self

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -74,7 +74,7 @@ class Metrics(LoopObserver):
         if self._traffic is not None and self.bytes_per_step is None:
             try:
                 self.bytes_per_step = float(self._traffic().bytes)
-            except Exception as e:  # pylint: disable=broad-except  # no traced graph yet, ...
+            except Exception as e:  # noqa: BLE001 - counting a graph must not stop training
                 log.info("tfps: no bytes per step for the metrics: %s", e)
                 self.bytes_per_step = math.nan
         if "rows" in values:

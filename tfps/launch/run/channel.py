@@ -61,7 +61,7 @@ class ChiefReport:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "ChiefReport":
+    def from_json(cls, text: str) -> ChiefReport:
         data = json.loads(text)
         return cls(heartbeat=float(data["heartbeat"]), timeout=float(data["timeout"]),
                    hung=tuple(HungTask(str(h["task"]), float(h["seconds"]), float(h["since"]))

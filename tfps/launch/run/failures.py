@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-from typing import Sequence
+from collections.abc import Sequence
 
 from tfps import exit_codes
 from tfps.cluster import TaskId

@@ -16,9 +16,11 @@ The launcher looks at each of its tasks in a way a hung one cannot fake:
 `HangWatch.poll` returns each hang once (`Hang`); the supervisor kills the task and treats it
 as dead (`tfps.launch.run.failures`). Under an engine (one task per launcher) a worker the
 chief finds hung runs elsewhere: the chief's launcher asks the worker's launcher to restart
-it (`tfps.launch.run.relay`), and that launcher does as for a hang of its own. The timeout is ``--hang-timeout`` (the floor of the
-chief's derived timeout, `tfps.train.health.derive_timeout`). Detection takes the timeout
-plus at most a second or two (docs/reliability.md has the measurements).
+it (`tfps.launch.run.relay`), and that launcher does as for a hang of its own.
+
+The timeout is ``--hang-timeout`` (the floor of the chief's derived timeout,
+`tfps.train.health.derive_timeout`). Detection takes the timeout plus at most a second or two
+(docs/reliability.md has the measurements).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tfps.cluster import TaskId, split_address
 from tfps.launch.run import channel, relay, rpc

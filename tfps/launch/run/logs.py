@@ -12,10 +12,11 @@ import contextlib
 import errno
 import os
 import re
-import sys
 import selectors
+import sys
 import time
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
 
 __all__ = ["Output", "check_log_dir", "default_log_dir", "gpu_absent", "is_noise",
            "log_file_name"]
@@ -134,7 +135,7 @@ class Output:
         text = "\n".join(lines)
         stamp = time.strftime("%H:%M:%S ")
         _safe_write(self._err, text + "\n")
-        self._to_launcher_log("".join(stamp + l + "\n" for l in text.splitlines()))
+        self._to_launcher_log("".join(stamp + line + "\n" for line in text.splitlines()))
 
     def log_only(self, message: str) -> None:
         """A launcher line for launcher.log only (not the terminal)."""
@@ -185,7 +186,7 @@ class Output:
         while (left := deadline - time.monotonic()) > 0:
             self.poll(left)
 
-    def _read(self, s: "_Stream") -> None:
+    def _read(self, s: _Stream) -> None:
         try:
             chunk = os.read(s.stream.fileno(), _CHUNK)
         except BlockingIOError:
@@ -203,7 +204,7 @@ class Output:
         s.stream.close()
         s.log.close()
 
-    def _line(self, s: "_Stream", line: bytes) -> None:
+    def _line(self, s: _Stream, line: bytes) -> None:
         if not s.log.closed:
             try:
                 s.log.write(line)

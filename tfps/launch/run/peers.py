@@ -37,7 +37,7 @@ import select
 import selectors
 import socket
 import time
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tfps.cluster import TaskId, split_address
 from tfps.launch.run.plan import TaskPlan, label
@@ -132,7 +132,7 @@ def probe_now(address: str, timeout: float = _CONNECT_TIMEOUT_S) -> tuple[bool, 
         host, port = split_address(address)
         with socket.create_connection((host, port), timeout=timeout):
             return True, ""
-    except socket.timeout:
+    except TimeoutError:
         return False, _TIMED_OUT
     except (socket.gaierror, UnicodeError, ValueError):
         return False, "cannot resolve its host"

@@ -26,7 +26,7 @@ import json
 import secrets
 import socket
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from tfps.cluster import split_address
 

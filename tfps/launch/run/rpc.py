@@ -27,7 +27,7 @@ import select
 import socket
 import struct
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from tfps.cluster import split_address
 
@@ -123,6 +123,11 @@ class GetStatus:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+    @property
+    def sending(self) -> bool:
+        """Whether bytes of the call still wait to be sent."""
+        return bool(self._out)
 
     def cancel(self) -> None:
         """Gives up the call (closes its socket)."""
@@ -237,8 +242,9 @@ def incarnation(message: bytes) -> int | None:
     (``device_attributes = 1``; `DeviceAttributes.incarnation = 6`, a fixed64 that TF draws
     at random when a process starts: tensorflow/core/framework/device_attributes.proto).
 
-    >>> device = bytes([0x31]) + (7).to_bytes(8, "little")
-    >>> incarnation(b"\\0" + (len(device) + 2).to_bytes(4, "big") + bytes([0x0A, len(device)]) + device)
+    >>> device = bytes([0x31]) + (7).to_bytes(8, "little")  # field 6, fixed64: 7
+    >>> response = bytes([0x0A, len(device)]) + device  # field 1: that device
+    >>> incarnation(b"\\0" + len(response).to_bytes(4, "big") + response)
     7
     """
     try:
@@ -258,7 +264,7 @@ def call_now(address: str, timeout: float = 5.0) -> GetStatus:
     call = GetStatus(address, timeout=timeout)
     while call.step() is None:
         if call.sock is not None:
-            select.select([call.sock], [call.sock] if call._out else [], [], 0.05)
+            select.select([call.sock], [call.sock] if call.sending else [], [], 0.05)
     return call
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["REPEAT_WINDOW_S", "Signals"]
 

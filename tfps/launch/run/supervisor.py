@@ -31,16 +31,14 @@ import os
 import signal
 import subprocess
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from tfps import exit_codes
 from tfps.cluster import TaskId
 from tfps.errors import TfpsError
-from tfps.launch.run.failures import (EXIT_GAVE_UP, Death, Failure, decide, describe_exit,
-                                      failure_table)
-from tfps.launch.run import channel, hangs, namespaces, peers, signals
-from tfps.launch.run.metrics_http import MetricsServer
+from tfps.launch.run import channel, failures, hangs, namespaces, peers, signals
 from tfps.launch.run.logs import Output
+from tfps.launch.run.metrics_http import MetricsServer
 from tfps.launch.run.plan import Fault, TaskPlan, label
 
 __all__ = ["Supervisor"]
@@ -109,7 +107,7 @@ class Supervisor:
         self._grace = grace_period
         self._faults = sorted(faults, key=lambda f: f.at)
         self._restarts = 0
-        self._failures: list[Failure] = []
+        self._failures: list[failures.Failure] = []
         self._t0 = time.monotonic()
         self._signals = signals.Signals(early_signals or ())
         self._force_reported = False
@@ -148,7 +146,7 @@ class Supervisor:
             self._signals.restore()
             self._out.drain()  # task output first, then the summary
             if self._failures:
-                self._out.event(failure_table(self._failures))
+                self._out.event(failures.failure_table(self._failures))
             if self._restarts and code == 0:
                 self._out.event(f"done after {self._restarts} restart"
                                 f"{'s' if self._restarts != 1 else ''}")
@@ -176,7 +174,8 @@ class Supervisor:
         port, others = self._beacon
         try:
             acked = peers.announce(port, self._final, others,
-                                   stop=lambda: self._signals.stop is not None or self._signals.force)
+                                   stop=lambda: (self._signals.stop is not None
+                                                 or self._signals.force))
         except OSError as e:
             self._out.event(f"cannot tell the other tasks that the chief is done (port {port}: "
                             f"{e.strerror or e}); they run until the engine ends them")
@@ -298,18 +297,18 @@ class Supervisor:
         elif time.monotonic() > deadline:
             self._out.event(f"{_and_join([label(t) for t in down])} did not come back within "
                             f"{peers.PS_RETURN_S:g}s; ending the cluster")
-            return EXIT_GAVE_UP
+            return failures.EXIT_GAVE_UP
         return None
 
-    def _collect_deaths(self) -> list[Death]:
+    def _collect_deaths(self) -> list[failures.Death]:
         deaths = []
         for task in self._tasks:
             if task.running and task.proc.poll() is not None:
                 self._reap(task)
-                deaths.append(Death(task.plan.task, task.proc.returncode))
+                deaths.append(failures.Death(task.plan.task, task.proc.returncode))
         return deaths
 
-    def _kill_hung(self) -> list[Death]:
+    def _kill_hung(self) -> list[failures.Death]:
         """Kills the tasks here found hung; returns them as deaths (`tfps.launch.run.hangs`)."""
         deaths, running = [], (lambda t: t in self._by_id and self._by_id[t].running)
         for task in self._hangs.replaced_elsewhere(running):
@@ -333,7 +332,7 @@ class Supervisor:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     t.proc.wait(_KILL_WAIT_S)
                 self._reap(t)
-            deaths.append(Death(hang.task, task.proc.returncode, hung=hang.why))
+            deaths.append(failures.Death(hang.task, task.proc.returncode, hung=hang.why))
         return deaths
 
     def _fire_faults(self) -> None:
@@ -347,20 +346,21 @@ class Supervisor:
                             f"pid={task.proc.pid}")
             _killpg(task.proc.pid, signal.SIGKILL)
 
-    def _handle(self, deaths: list[Death]) -> int | None:
+    def _handle(self, deaths: list[failures.Death]) -> int | None:
         """Acts on tasks found dead; returns the exit code when the launcher is done."""
         lost = self._ps_watch.lost() if self._ps_watch is not None else ()
-        decision = decide(deaths, chief_here=TaskId("chief", 0) in self._by_id, lost=lost)
+        decision = failures.decide(deaths, chief_here=TaskId("chief", 0) in self._by_id, lost=lost)
         elapsed = self._elapsed()
         restarting = decision.action == "restart" and self._restarts < self._max_restarts
         for d in decision.failures:
             here = self._by_id.get(d.task)
-            self._failures.append(Failure(d.task, here.proc.pid if here else None,
+            self._failures.append(failures.Failure(d.task, here.proc.pid if here else None,
                                           d.returncode, elapsed, restarted=restarting,
                                           hung=d.hung))
         if decision.action == "continue":
             for d in deaths:
-                self._out.event(f"{label(d.task)} finished ({describe_exit(d.returncode)})")
+                how = failures.describe_exit(d.returncode)
+                self._out.event(f"{label(d.task)} finished ({how})")
             return None
         if decision.action == "finish":
             self._out.event(f"chief exited with code {decision.code}; ending the cluster")
@@ -368,13 +368,13 @@ class Supervisor:
         died = ", ".join(f"{label(d.task)} became unreachable ({self._ps_watch.why(d.task)})"
                          if d.returncode is None and not d.hung else
                          f"{label(d.task)} {'hung' if d.hung else 'died'} "
-                         f"({d.hung or describe_exit(d.returncode)})"
+                         f"({d.hung or failures.describe_exit(d.returncode)})"
                          for d in decision.failures)
         if not restarting:
             why = ("restarts are disabled (--max-restarts 0)" if self._max_restarts == 0
                    else f"restart budget spent ({self._restarts}/{self._max_restarts})")
             self._out.event(f"{died}; {why}; ending the cluster")
-            return EXIT_GAVE_UP
+            return failures.EXIT_GAVE_UP
         self._restarts += 1
         names = _and_join([label(t) for t in decision.restart])
         tasks = [self._by_id[t] for t in decision.restart]
