@@ -30,9 +30,9 @@ import ctypes
 import errno
 import fcntl
 import os
+import signal
 import socket
 import struct
-import signal
 import sys
 import time
 
@@ -96,7 +96,7 @@ def _probe(user_namespace: bool) -> int:
             _enter(user_namespace)
         except OSError as e:
             code = e.errno or errno.EPERM
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a forked child must reach os._exit, whatever
             code = errno.EPERM
         os._exit(code)
     _, status = os.waitpid(pid, 0)

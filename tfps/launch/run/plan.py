@@ -28,7 +28,7 @@ import dataclasses
 import json
 import re
 import sys
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from tfps import policy
 from tfps._env import QUIET_TF_LOGS, TASK_ENV
