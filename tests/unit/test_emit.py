@@ -153,7 +153,8 @@ def test_network_policy_admits_only_the_jobs_own_pods():
     # One rule: from pods of this job only (podSelector without namespaceSelector means this
     # namespace), to the TF port only (the chief's launcher tells the others on it too).
     assert spec["ingress"] == [{"from": [{"podSelector": selector}],
-                                "ports": [{"protocol": "TCP", "port": 2222}]}]
+                                "ports": [{"protocol": "TCP", "port": 2222},
+                                          {"protocol": "UDP", "port": 2222}]}]
     for rspec in job["spec"]["tfReplicaSpecs"].values():
         labels = rspec["template"]["metadata"]["labels"]
         assert all(labels.get(k) == v for k, v in selector["matchLabels"].items())

@@ -89,7 +89,8 @@ def test_network_policy_selects_the_pods_by_the_label_the_engine_sets(engine):
     [(label, value)] = policy["spec"]["podSelector"]["matchLabels"].items()
     assert value == "mnist"
     assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": {label: value}}}],
-                                          "ports": [{"protocol": "TCP", "port": 2222}]}]
+                                          "ports": [{"protocol": "TCP", "port": 2222},
+                                          {"protocol": "UDP", "port": 2222}]}]
     for template in pod_templates(engine, objects).values():
         assert template["metadata"]["labels"][label] == "mnist"
 

@@ -68,8 +68,9 @@ def container_resources(res: resources.Resources, gpus: int = 0) -> dict:
 
 
 def network_policy(*, name: str, namespace: str | None, port: int, label: str) -> dict:
-    """A NetworkPolicy: the pods labelled ``label: name`` accept TCP `port` only from each
-    other.
+    """A NetworkPolicy: the pods labelled ``label: name`` accept `port` only from each other:
+    TCP (TF's gRPC servers) and UDP (a launcher's request that another restart its hung task,
+    `tfps.launch.run.relay`).
 
     TF's gRPC servers are unauthenticated and run any op they are sent; this keeps every other
     pod of the cluster (and anything outside it) away from them. It needs a network plugin
@@ -87,7 +88,8 @@ def network_policy(*, name: str, namespace: str | None, port: int, label: str) -
             "podSelector": selector,
             "policyTypes": ["Ingress"],
             "ingress": [{"from": [{"podSelector": selector}],
-                         "ports": [{"protocol": "TCP", "port": port}]}],
+                         "ports": [{"protocol": "TCP", "port": port},
+                                   {"protocol": "UDP", "port": port}]}],
         },
     }
 
