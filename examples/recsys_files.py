@@ -22,7 +22,7 @@ or corrupt file, a record the parser rejects) ends it with one line naming the f
 exit 2.
 """
 
-from absl import app, flags, logging
+from absl import app, flags, logging  # noqa: I001 - tfps before TensorFlow, on purpose
 
 import tfps  # first: binds tf.keras to tf_keras and sets GRPC_FAIL_FAST
 
@@ -35,8 +35,8 @@ import tensorflow as tf
 import tfps.data
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import click_files  # noqa: E402  (the planted click data as TFRecord files)
-from common import planted_clicks as clicks  # noqa: E402
+from common import click_files  # the planted click data as TFRecord files
+from common import planted_clicks as clicks
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("make_data", 0, "Write this many training records into --data_dir first "

@@ -8,10 +8,10 @@ measures its own: a service job per closure costs more); timed in the steady sta
 ``trainer.train`` per window after a warm-up that traces). Prints ``bench: steps_per_sec=...``.
 """
 
-import argparse
+import argparse  # noqa: I001 - side first: it imports tfps before TensorFlow
 import time
 
-import side  # noqa: I001  (tfps first: binds tf.keras to tf_keras)
+import side  # noqa: F401  (and puts benchmarks/ on the path, for workloads)
 import workloads
 
 import tensorflow as tf

@@ -21,7 +21,6 @@ import re
 import signal
 
 import pytest
-
 from conftest import REPO, assert_all_dead, result_line
 
 SCRIPT = os.path.join(REPO, "examples", "recsys_files.py")
@@ -40,10 +39,11 @@ def data_dir(tmp_path_factory):
 
 
 def _chief_result(run) -> dict:
-    lines = [l[len("[chief] "):] for l in run.output.splitlines() if l.startswith("[chief] ")]
-    results = [l for l in lines if l.startswith("result:")]
+    lines = [line[len("[chief] "):] for line in run.output.splitlines()
+             if line.startswith("[chief] ")]
+    results = [line for line in lines if line.startswith("result:")]
     assert results, run.output[-4000:]
-    tally = [l for l in lines if l.startswith("tally:")]
+    tally = [line for line in lines if line.startswith("tally:")]
     out = result_line(results[-1])
     if tally:
         out.update({f"tally_{k}": v for k, v in result_line(
@@ -105,7 +105,7 @@ def test_bad_data_exits_2_naming_the_file_before_training(launch, tmp_path):
     (tmp_path / "train-00000-of-00001.tfrecord").write_bytes(b"\x05\x00\x00")
     run = launch("--num-ps", "1", "--num-workers", "1", SCRIPT, f"--data_dir={tmp_path}")
     assert run.wait(180) == 2, run.output[-4000:]
-    errors = [l for l in run.output.splitlines() if "recsys_files.py: error:" in l]
+    errors = [line for line in run.output.splitlines() if "recsys_files.py: error:" in line]
     assert len(errors) == 1, run.output[-4000:]
     assert "train-00000-of-00001.tfrecord': record 0: cut short" in errors[0], errors
     assert "train |" not in run.output

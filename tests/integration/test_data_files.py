@@ -10,10 +10,10 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfps
 import tfps.data
-import tensorflow as tf
 
 COUNTS = (37, 0, 50, 9)  # records per file: an empty file, units that span files
 RECORDS = sum(COUNTS)
@@ -58,8 +58,8 @@ def dispatcher():
                for _ in range(2)]
     yield server.target
     for worker in workers:
-        worker._stop()  # pylint: disable=protected-access  (no public stop)
-    server._stop()  # pylint: disable=protected-access
+        worker._stop()  # noqa: SLF001 - TF's servers have no public stop
+    server._stop()  # noqa: SLF001
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,8 @@ def tally_loss(model, batch):
 
 
 def make_trainer(strategy, data, model_dir=None, steps_per_closure=3, **kwargs):
-    return tfps.Trainer(strategy=strategy, model=lambda: Tally(), loss_fn=tally_loss, optimizer="sgd",
-                        learning_rate=0.01, data=data, model_dir=model_dir,
+    return tfps.Trainer(strategy=strategy, model=lambda: Tally(), loss_fn=tally_loss,
+                        optimizer="sgd", learning_rate=0.01, data=data, model_dir=model_dir,
                         options=tfps.TrainerOptions(steps_per_closure=steps_per_closure,
                                                     log_every=0, checkpoint_every=None),
                         **kwargs)
@@ -107,9 +107,10 @@ def test_accumulation_closures_keep_the_epoch_exact(strategy, files):
     from tfps.train.modes import Accumulate  # 5 micro-batches an update: closures of 5 steps
 
     data = tfps.data.FileInput(files, parse_fn=parse, batch_size=BATCH, shuffle=False)
-    trainer = tfps.Trainer(strategy=strategy, model=lambda: Tally(), loss_fn=tally_loss, optimizer="sgd",
-                           learning_rate=0.01, data=data, options=tfps.TrainerOptions(
-                               mode=Accumulate(5), log_every=0, checkpoint_every=None))
+    trainer = tfps.Trainer(strategy=strategy, model=lambda: Tally(), loss_fn=tally_loss,
+                           optimizer="sgd", learning_rate=0.01, data=data,
+                           options=tfps.TrainerOptions(mode=Accumulate(5), log_every=0,
+                                                       checkpoint_every=None))
     trainer.train(2 * trainer.steps_per_epoch)
     np.testing.assert_array_equal(trainer.model.seen.numpy(), np.full(RECORDS, 2.0))
 
@@ -179,7 +180,8 @@ def test_bad_files_are_named_before_training(tmp_path):
     flipped[len(raw) // 2] ^= 0xFF
     corrupt = tmp_path / "corrupt.tfrecord"
     corrupt.write_bytes(bytes(flipped))
-    with pytest.raises(tfps.data.DataError, match=r"corrupt.tfrecord': record 1[45]: corrupt \(its length or data fail"):
+    with pytest.raises(tfps.data.DataError,
+                       match=r"corrupt.tfrecord': record 1[45]: corrupt \(its length or data"):
         tfps.data.FileInput(str(corrupt), parse_fn=parse, batch_size=4)
     gz = tmp_path / "broken.tfrecord.gz"
     gz.write_bytes(gzip.compress(raw)[:-20])
@@ -253,5 +255,5 @@ def test_keras_fit_trains_epochs_over_files(strategy, files, capsys):
         model.compile(tf_keras.optimizers.legacy.SGD(0.01), "mse", steps_per_execution=3)
     history = tfps.keras.fit(model, data, epochs=2)  # steps per epoch: from the files
     assert len(history.history["loss"]) == 2
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("fit |")]
-    assert [l.split(" | ")[2] for l in lines] == ["step: 12", "step: 24"], lines
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fit |")]
+    assert [line.split(" | ")[2] for line in lines] == ["step: 12", "step: 24"], lines

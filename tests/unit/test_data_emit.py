@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from k8s_check import schema_errors
 
 from tfps.emit import data_service
 from tfps.launch import cli
-from k8s_check import schema_errors
 
 
 def _emit(tmp_path, engine: str, *extra) -> str:

@@ -9,9 +9,9 @@ import pytest
 
 import tfps
 from tfps import errors
+from tfps.cluster import TaskId
 from tfps.launch import cli
 from tfps.launch.run import failures
-from tfps.cluster import TaskId
 
 
 def _spec(**extra):

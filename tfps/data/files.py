@@ -28,7 +28,7 @@ records it reads are the same.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tfps import _tf, validate
 from tfps.data import records as _records
@@ -43,6 +43,8 @@ __all__ = ["FileInput", "files_summary"]
 
 log = logging.getLogger(__name__)
 
+# The default mode: read on the training workers.
+_SHARD = Shard()
 # Segments per unit are padded to a power of two (at least this): closures with 1 to 4 files
 # in their unit share one trace.
 _MIN_SEGMENTS = 4
@@ -81,7 +83,7 @@ class FileInput:
     """
 
     def __init__(self, files: str | Sequence[str], *, parse_fn: Callable, batch_size: int,
-                 mode: Reader = Shard(), format: str | None = None,
+                 mode: Reader = _SHARD, format: str | None = None,
                  compression: str | None = None, csv_header: bool = False,
                  shuffle: bool = True, seed: int = 0):
         if not callable(parse_fn):

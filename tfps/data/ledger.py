@@ -30,7 +30,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -23,7 +23,7 @@ import dataclasses
 import os
 import sys
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 from tfps import _tf
 from tfps.cluster.model import DATA_SERVICE_ENV
@@ -63,7 +63,7 @@ def read_local(fmt, parse_fn: Callable, paths, firsts, counts):
 class Shard:
     """Each closure reads its unit's records on the training worker that runs it."""
 
-    def resolve(self) -> "Shard":
+    def resolve(self) -> Shard:
         return self
 
     def read(self, fmt, parse_fn: Callable, spec, paths, firsts, counts):
@@ -82,7 +82,7 @@ class Service:
 
     dispatcher: str | None = None
 
-    def resolve(self) -> "Service":
+    def resolve(self) -> Service:
         """This mode with its dispatcher known (on the chief, before any closure)."""
         address = self.dispatcher or os.environ.get(DATA_SERVICE_ENV)
         if not address:

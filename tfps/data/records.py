@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tfps import _tf
 from tfps.data.sources import DataError, count_csv, scan_tfrecord

@@ -21,7 +21,7 @@ import glob
 import os
 import re
 import struct
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from tfps.errors import ConfigError
 
