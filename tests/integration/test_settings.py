@@ -3,10 +3,11 @@
 * Training does what it was asked: the optimizer's settings (legacy ``decay``, momentum and
   Nesterov, Adagrad's initial accumulator, Adam's betas and epsilon, gradient clipping) apply
   to every kind of variable the Trainer trains -- dense (fused buffers), a sharded embedding
-  on two ps, `DynamicEmbedding` rows, and the local copies of `LocalSteps` -- each checked
-  against a one-process reference: the same tf_keras model and legacy optimizer trained with
-  a plain `GradientTape` and `apply_gradients`, no cluster. With one worker every mode here is
-  the optimizer's own trajectory, so the two must agree to float32 rounding.
+  on two ps (its rows in every batch, or skipping steps), `DynamicEmbedding` rows, the local
+  copies of `LocalSteps`, `Accumulate`'s mean gradients -- each checked against a one-process
+  reference: the same tf_keras model and legacy optimizer trained with a plain
+  `GradientTape` and `apply_gradients`, no cluster. With one worker every mode here is the
+  optimizer's own trajectory, so the two must agree to float32 rounding.
 * A frozen `DynamicEmbedding` (``trainable=False``) keeps its rows and admits nothing; a
   ``trainable`` set after the Trainer was built is refused, not ignored.
 * A setting the Trainer cannot honour is refused by name: a Keras 3 optimizer setting with no
@@ -32,7 +33,7 @@ import pytest
 import tfps
 from conftest import REPO, task_env
 from tfps.errors import ConfigError
-from tfps.train.modes import LocalSteps, PerStep
+from tfps.train.modes import Accumulate, LocalSteps, PerStep
 
 IDS_PER_ROW, ROWS, NUM_IDS, STEPS = 4, 4, 16, 12
 BIG = 40_000  # x 4 floats = 640 KB: two shards on two ps tasks
@@ -118,9 +119,10 @@ def _rows(model):
     return tables.lookup(tf.range(NUM_IDS, dtype=tf.int64)).numpy()
 
 
-def _reference(optimizer, initial: dict, steps=STEPS, partial=False, **build):
+def _reference(optimizer, initial: dict, steps=STEPS, partial=False, mode=None, **build):
     """The same model (`_build(**build)`) and optimizer in one process, no cluster, trained
-    with a GradientTape and `apply_gradients`: returns its weights."""
+    with a GradientTape and `apply_gradients`: returns its weights. With ``mode=Accumulate(k)``
+    it applies the mean gradient of each k batches, all taken at the same weights."""
     import tensorflow as tf
     model = _build(reference=True, **build)
     for v in model.trainable_variables:
@@ -128,12 +130,39 @@ def _reference(optimizer, initial: dict, steps=STEPS, partial=False, **build):
             v.assign(initial[_key(v)])
     opt = type(optimizer).from_config(optimizer.get_config())
     all_ids, all_y = _batches(partial)
-    for i in range(steps):
-        with tf.GradientTape() as tape:
-            loss = _loss(model, (tf.constant(all_ids[i % STEPS]), tf.constant(all_y[i % STEPS])))
-        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
-                                model.trainable_variables))
+    group = mode.steps if isinstance(mode, Accumulate) else 1
+    for start in range(0, steps, group):
+        total = None
+        for i in range(start, min(start + group, steps)):
+            with tf.GradientTape() as tape:
+                loss = _loss(model, (tf.constant(all_ids[i % STEPS]),
+                                     tf.constant(all_y[i % STEPS])))
+            grads = tape.gradient(loss, model.trainable_variables)  # lookups: IndexedSlices
+            if isinstance(mode, Accumulate):
+                total = grads if total is None else [_add(a, g) for a, g in zip(total, grads)]
+                continue
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+        if total is not None:
+            n = min(start + group, steps) - start
+            opt.apply_gradients(zip([_scale(t, 1 / n) for t in total],
+                                    model.trainable_variables))
     return {_key(v): v.numpy() for v in model.trainable_variables}
+
+
+def _add(a, b):
+    """Two gradients summed, IndexedSlices kept sparse (a sparse update stays sparse)."""
+    import tensorflow as tf
+    if isinstance(a, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.concat([a.values, b.values], 0),
+                                tf.concat([a.indices, b.indices], 0), a.dense_shape)
+    return a + b
+
+
+def _scale(g, factor):
+    import tensorflow as tf
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(g.values * factor, g.indices, g.dense_shape)
+    return g * factor
 
 
 def _trainer(strategy, model, optimizer, mode=None, partial=False, **options):
@@ -257,6 +286,25 @@ def test_clipnorm_with_fused_variables_is_refused_by_name(strategy):
                                           r"Received: clipnorm=0\.01, fuse_dense=True"):
         _trainer(strategy, lambda: _build(dynamic=False, deep=True),
                  _legacy("SGD", clipnorm=0.01))
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_accumulate_follows_the_one_process_reference(strategy, name):
+    """Accumulate(k) pushes one mean gradient per k batches through the optimizer's
+    `apply_gradients`: dense (fused) and sharded variables, each optimizer's settings, decay
+    counted per update. (StaleReads is not held to a reference: within a closure a lookup
+    may read its rows before or after the previous step's push, which its bounded
+    staleness allows.)"""
+    mode = Accumulate(3)
+    optimizer = OPTIMIZERS[name]()
+    with strategy.scope():
+        model = _build(dynamic=False, deep=True)
+    initial = _weights(model)
+    _trainer(strategy, model, optimizer, mode=mode, partial=True).train(STEPS)
+    got = _weights(model)
+    want = _reference(optimizer, initial, partial=True, mode=mode, dynamic=False, deep=True)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], atol=ATOL, err_msg=key)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
