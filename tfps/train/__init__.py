@@ -3,6 +3,8 @@
 * `options`: `TrainerOptions` and `TrainResult` (pure: no TensorFlow);
 * `trainer`: `Trainer`, the public facade: builds the model and optimizer under the strategy,
   owns the rooms below, evaluates and describes;
+* `arguments` (pure): every argument of the Trainer checked where it enters;
+  `optimizers`: the conversion to legacy optimizers, every setting carried over or refused;
 * `loop`: the chief's loop (schedule, drain, records, checkpoint cadence, exact step count);
 * `steps`: what runs on a worker: one replica step (pull, tape, push), packed closures;
 * `accumulate`: local gradient accumulation (K micro-batches, one pull, one push);
