@@ -22,7 +22,6 @@ The checks that need no TensorFlow are in tests/unit/test_api_hostile.py.
 from __future__ import annotations
 
 import inspect
-import os
 import re
 import subprocess
 import sys
