@@ -28,9 +28,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, task_env
 
 import tfps
-from conftest import REPO, task_env
 from tfps.errors import ConfigError
 from tfps.train.modes import Accumulate, LocalSteps, PerStep
 
@@ -186,6 +186,7 @@ def test_every_trainer_argument_has_a_kind():
 
 def test_the_legacy_settings_table_is_tf_keras_own():
     import tf_keras
+
     from tfps.train import optimizers
     allowed = {"decay", "clipnorm", "clipvalue", "global_clipnorm"}  # OptimizerV2's kwargs
     for kind, settings in optimizers.LEGACY_SETTINGS.items():
@@ -272,7 +273,8 @@ def test_clipping_is_the_optimizers_own_per_step(strategy, optimizer, fuse):
     initial = _weights(model)
     trainer = _trainer(strategy, model, optimizer, fuse_dense=fuse)
     trainer.train(STEPS)
-    assert (trainer._steps.fused is not None) == fuse  # several dense variables on one ps
+    # several dense variables on one ps: fused (which are is not public)
+    assert (trainer._steps.fused is not None) == fuse  # noqa: SLF001 - see the line above
     got, want = _weights(model), _reference(optimizer, initial, dynamic=False, deep=True)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], atol=ATOL, err_msg=key)
@@ -396,6 +398,7 @@ def test_a_frozen_dense_layer_is_not_updated(strategy):
 ], ids=["gradient_accumulation_steps", "use_ema", "weight_decay", "loss_scale_factor"])
 def test_a_keras3_setting_without_legacy_counterpart_is_refused_by_name(make, setting, value):
     import keras
+
     from tfps.train.optimizers import as_ps_optimizer
     with pytest.raises(ConfigError) as info:
         as_ps_optimizer(make(keras))
@@ -406,6 +409,7 @@ def test_a_keras3_setting_without_legacy_counterpart_is_refused_by_name(make, se
 
 def test_every_keras3_setting_with_a_counterpart_is_carried_over():
     import keras
+
     from tfps.train.optimizers import as_ps_optimizer
     adam = as_ps_optimizer(keras.optimizers.Adam(0.02, beta_1=0.7, beta_2=0.95, epsilon=1e-4,
                                                  amsgrad=True, clipnorm=2.0, name="mine"))
@@ -420,6 +424,7 @@ def test_every_keras3_setting_with_a_counterpart_is_carried_over():
 
 def test_a_keras3_optimizer_without_legacy_counterpart_is_refused_by_name():
     import keras
+
     from tfps.train.optimizers import as_ps_optimizer
     with pytest.raises(ConfigError, match=r"no tf_keras legacy counterpart.*optimizer=AdamW"):
         as_ps_optimizer(keras.optimizers.AdamW())
@@ -448,6 +453,7 @@ def test_a_variable_constraint_is_refused(strategy):
 ], ids=["float64", "mixed", "seed-callable", "scale-zeros", "weights", "input-dim"])
 def test_layer_arguments_that_would_change_nothing_are_refused(kwargs, needle):
     import keras
+
     from tfps.layers import keras3
     for layer in (tfps.layers.DynamicEmbedding, keras3.DynamicEmbedding):
         with pytest.raises(ConfigError) as info:
@@ -457,11 +463,10 @@ def test_layer_arguments_that_would_change_nothing_are_refused(kwargs, needle):
 
 
 def test_layer_config_round_trips_with_the_new_defaults():
-    import keras
     from tfps.layers import keras3
-    for layer, module in ((tfps.layers.DynamicEmbedding(4, initializer="zeros", dtype="float32",
-                                                        trainable=False), None),
-                          (keras3.DynamicEmbedding(4, seed=5), keras)):
+    for layer in (tfps.layers.DynamicEmbedding(4, initializer="zeros", dtype="float32",
+                                               trainable=False),
+                  keras3.DynamicEmbedding(4, seed=5)):
         config = layer.get_config()
         clone = type(layer).from_config(config)
         assert clone.table_config == layer.table_config and clone.trainable == layer.trainable
@@ -563,5 +568,5 @@ def test_export_with_a_corrupt_checkpoint_is_one_line_exit_2_no_tf_line(tmp_path
     lines = out.stderr.splitlines()
     assert len(lines) == 1, out.stderr
     assert re.match(r"tfps\.export: error: checkpoint .*ckpt-1 is corrupt: ", lines[0]), lines
-    assert not any(_TF_LINE.search(l) for l in out.stdout.splitlines() + lines)
+    assert not any(_TF_LINE.search(line) for line in out.stdout.splitlines() + lines)
     assert out.stdout == "" and not (tmp_path / "out").exists()

@@ -23,7 +23,7 @@ Pure Python: no TensorFlow, so bad paths are refused before TensorFlow is even i
 Traceback (most recent call last):
 ...
 tfps.errors.ConfigError: Argument `path` must not exist yet (it holds a SavedModel; pass overwrite=True to replace it). Received: path='/tmp/...'
-"""
+"""  # noqa: E501 - a doctest shows an error line whole
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import os
 import shutil
 import socket
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 from tfps.errors import ConfigError
 from tfps.validate import describe

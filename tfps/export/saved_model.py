@@ -30,7 +30,7 @@ import logging
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tfps import _tf, validate
 from tfps.checkpoints import storage

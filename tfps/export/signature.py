@@ -28,7 +28,7 @@ from __future__ import annotations
 import inspect
 import keyword
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from tfps import _tf
 from tfps.errors import ConfigError

@@ -25,7 +25,7 @@ is refused with the first variable that differs.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from tfps import _tf
 from tfps.errors import ConfigError
@@ -69,7 +69,7 @@ def logical_variables(model) -> list[tuple[str, object, list]]:
     return out
 
 
-def full_shape(parts) -> "tf.TensorShape":
+def full_shape(parts) -> tf.TensorShape:
     """The shape of the variable the shards `parts` make up (shards split the first axis)."""
     first = parts[0].shape
     if len(parts) == 1:
@@ -77,7 +77,7 @@ def full_shape(parts) -> "tf.TensorShape":
     return tf.TensorShape([sum(int(p.shape[0]) for p in parts)]).concatenate(first[1:])
 
 
-def full_value(parts) -> "tf.Tensor":
+def full_value(parts) -> tf.Tensor:
     """The whole value of a variable from its shards, read onto this process."""
     if len(parts) == 1:
         return tf.identity(parts[0].read_value())

@@ -33,18 +33,18 @@ _M2 = 0x94D049BB133111EB
 _STRING_BUCKETS = (1 << 63) - 1
 
 
-def _u64(value: int) -> "tf.Tensor":
+def _u64(value: int) -> tf.Tensor:
     return tf.constant(value, tf.uint64)
 
 
-def fingerprint(keys) -> "tf.Tensor":
+def fingerprint(keys) -> tf.Tensor:
     """A uint64 per key: the int64 key's bits, or the string's FarmHash fingerprint."""
     if keys.dtype == tf.string:
         return tf.bitcast(tf.strings.to_hash_bucket_fast(keys, _STRING_BUCKETS), tf.uint64)
     return tf.bitcast(tf.cast(keys, tf.int64), tf.uint64)
 
 
-def mix64(x) -> "tf.Tensor":
+def mix64(x) -> tf.Tensor:
     """splitmix64's finalizer on uint64 (wrapping arithmetic, every bit mixed)."""
     x = x + _u64(_GOLDEN)
     x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, _u64(30))) * _u64(_M1)
@@ -52,19 +52,19 @@ def mix64(x) -> "tf.Tensor":
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, _u64(31)))
 
 
-def shard_index(keys, num_shards: int) -> "tf.Tensor":
+def shard_index(keys, num_shards: int) -> tf.Tensor:
     """The shard (int32 in ``[0, num_shards)``) of each key."""
     if num_shards == 1:
         return tf.zeros(tf.shape(keys), tf.int32)
     return tf.cast(tf.math.floormod(mix64(fingerprint(keys)), _u64(num_shards)), tf.int32)
 
 
-def order_key(keys) -> "tf.Tensor":
+def order_key(keys) -> tf.Tensor:
     """An int64 per key that orders keys the same way everywhere (eviction's tie-breaker)."""
     return tf.bitcast(mix64(fingerprint(keys)), tf.int64)
 
 
-def _uniform(keys, columns: int, seed: int, salt: int) -> "tf.Tensor":
+def _uniform(keys, columns: int, seed: int, salt: int) -> tf.Tensor:
     """``[len(keys), columns]`` floats in (0, 1), a function of (key, column, seed, salt)."""
     salted = mix64(_u64(seed) + _u64((salt * _GOLDEN) & (2**64 - 1)))
     base = mix64(tf.bitwise.bitwise_xor(fingerprint(keys), salted))
@@ -73,7 +73,7 @@ def _uniform(keys, columns: int, seed: int, salt: int) -> "tf.Tensor":
     return tf.cast((tf.cast(bits, tf.float64) + 0.5) * 2.0**-53, tf.float32)
 
 
-def hash_rows(keys, dim: int, kind: str, scale: float, seed: int) -> "tf.Tensor":
+def hash_rows(keys, dim: int, kind: str, scale: float, seed: int) -> tf.Tensor:
     """The initial embeddings ``[len(keys), dim]`` of `kind` ``"zeros"``, ``"uniform"`` (in
     ±scale) or ``"normal"`` (stddev scale, Box-Muller), computed from each key."""
     if kind == "zeros":

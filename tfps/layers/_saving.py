@@ -96,7 +96,7 @@ class TableSaving:
         if not self.created:  # a copy outside the strategy: serve the embeddings
             return self.serve(keys, rows[:, :self.config.dim])
         ops = []
-        for name, tables, k, v in (("rows", self._values, keys, rows),
+        for _name, tables, k, v in (("rows", self._values, keys, rows),
                                    ("counts", self._counts, tensors["count_keys"],
                                     tensors["counts"])):
             (parts, values), _ = self._split(k, v)
@@ -106,7 +106,7 @@ class TableSaving:
                         table_handle=table.resource_handle, keys=parts[s], values=values[s]))
         return tf.group(ops)
 
-    def _fit_width(self, rows) -> "tf.Tensor":
+    def _fit_width(self, rows) -> tf.Tensor:
         """Saved rows as this table lays them out. The embedding (first `dim` columns) and
         the age (last) always carry over; slots saved by another optimizer are reset."""
         dim, saved = self.config.dim, rows.shape[-1]

@@ -20,14 +20,15 @@ copies and snapshots are in `tfps.layers._saving`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from tfps import _tf
 from tfps.errors import ConfigError
 from tfps.layers import _hashing
-from tfps.layers._saving import COUNTS as _COUNTS, TableSaving
+from tfps.layers._saving import COUNTS as _COUNTS
+from tfps.layers._saving import TableSaving
 from tfps.layers.config import TableConfig
 
 tf = _tf.require()
@@ -108,7 +109,7 @@ class ShardedTables(TableSaving, _tf.tensor_trackable()):
                     self._locks.append(tf.CriticalSection(name=f"{self.name}_lock_{s}"))
         self.devices = list(devices)
 
-    def _default(self) -> "tf.Tensor":
+    def _default(self) -> tf.Tensor:
         return tf.constant(self.config.default_value, tf.float32, shape=[self.config.dim])
 
     def _require(self) -> None:
@@ -128,16 +129,16 @@ class ShardedTables(TableSaving, _tf.tensor_trackable()):
         return [tf.dynamic_partition(t, shard, self.num_shards) for t in (keys, *others)], \
             positions
 
-    def _stitch(self, positions, parts) -> "tf.Tensor":
+    def _stitch(self, positions, parts) -> tf.Tensor:
         out = parts[0] if positions is None else tf.dynamic_stitch(positions, parts)
         return tf.ensure_shape(out, [None, self.config.dim])
 
-    def _rows(self, s: int, keys) -> "tf.Tensor":
+    def _rows(self, s: int, keys) -> tf.Tensor:
         # A lookup on a captured table handle has no static shape inside a tf.function.
         return tf.ensure_shape(self._values[s].lookup(keys), [None, self.width])
 
     # ------------------------------------------------------------------ inside a closure
-    def lookup(self, keys) -> "tf.Tensor":
+    def lookup(self, keys) -> tf.Tensor:
         """Embeddings ``[n, dim]`` of unique 1-D `keys` (the default row where none); reads
         only: no counting, no admission."""
         self._require()
@@ -152,7 +153,7 @@ class ShardedTables(TableSaving, _tf.tensor_trackable()):
                 out.append(tf.where(rows[:, -1:] > 0, rows[:, :self.config.dim], default))
         return self._stitch(positions, out)
 
-    def train_lookup(self, keys, counts, now) -> "tf.Tensor":
+    def train_lookup(self, keys, counts, now) -> tf.Tensor:
         """A training lookup of unique 1-D `keys` seen `counts` times in this batch at step
         `now`: counts the sightings, admits the ids that reach ``min_count`` (their rows are
         created with the initializer), returns the embeddings (default row: not admitted)."""
@@ -186,7 +187,7 @@ class ShardedTables(TableSaving, _tf.tensor_trackable()):
         with tf.control_dependencies([inserted, noted]):
             return tf.identity(emb)
 
-    def _new_rows(self, keys) -> "tf.Tensor":
+    def _new_rows(self, keys) -> tf.Tensor:
         """``[embedding | slots at their initial values | age 1]`` for admitted `keys`."""
         config, n = self.config, tf.size(keys)
         if callable(config.initializer):
@@ -198,7 +199,7 @@ class ShardedTables(TableSaving, _tf.tensor_trackable()):
         slots = [tf.fill([n, config.dim], value) for value in self._slot_inits]
         return tf.concat([emb, *slots, tf.ones([n, 1])], 1)
 
-    def push(self, keys, grads, step) -> "tf.Operation":
+    def push(self, keys, grads, step) -> tf.Operation:
         """Applies the row optimizer to unique `keys` with their summed gradients ``[n, dim]``
         on each shard's ps (rows evicted meanwhile, and ids without a row, are skipped).
         `step`: the optimizer's update count (schedules are read at it)."""
@@ -261,7 +262,7 @@ class ShardedTables(TableSaving, _tf.tensor_trackable()):
             return tf.stack([tf.reduce_sum(tf.cast(drop & admitted, tf.int64)),
                              tf.reduce_sum(tf.cast(drop & ~admitted, tf.int64))])
 
-    def _eviction_order(self, keys, count, last) -> "tf.Tensor":
+    def _eviction_order(self, keys, count, last) -> tf.Tensor:
         """Indices from first to last evicted: by the policy's score (LRU: last step seen,
         LFU: sightings), then the other, then the key's hash: the same order everywhere."""
         primary, secondary = (last, count) if self.config.eviction_policy == "lru" else \
@@ -286,7 +287,7 @@ class ShardedTables(TableSaving, _tf.tensor_trackable()):
         return [int(r) * row + int(c) * count for r, c in sizes]
 
 
-def _over_cap(order, eligible, cap: int) -> "tf.Tensor":
+def _over_cap(order, eligible, cap: int) -> tf.Tensor:
     """A mask of the eligible entries beyond `cap`, first in `order` first."""
     ranked = tf.gather(eligible, order)
     excess = tf.maximum(tf.reduce_sum(tf.cast(ranked, tf.int64)) - cap, 0)

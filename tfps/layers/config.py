@@ -13,7 +13,7 @@ tfps.errors.ConfigError: Argument `dim` must be an integer in [1, 65536]. Receiv
 Traceback (most recent call last):
 ...
 tfps.errors.ConfigError: Arguments `policy` and `max_rows_per_shard` contradict each other: a policy orders evictions under a row cap, and there is none. Received: policy='lfu', max_rows_per_shard=None
-"""
+"""  # noqa: E501 - a doctest shows an error line whole
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import dataclasses
 import inspect
 import math
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tfps import validate
 from tfps.errors import ConfigError

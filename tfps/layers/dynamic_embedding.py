@@ -91,7 +91,7 @@ def _check_ids(ids, tables: ShardedTables):
     return tf.cast(ids, tf.int64)
 
 
-def embed(tables: ShardedTables, ids, training, frozen: bool = False) -> "tf.Tensor":
+def embed(tables: ShardedTables, ids, training, frozen: bool = False) -> tf.Tensor:
     """The lookup both layers run: ``ids.shape + [dim]`` float32 embeddings.
 
     Training (inside `tfps.layers.gradients.watch_rows`, which `tfps.Trainer` enters every

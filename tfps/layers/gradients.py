@@ -62,7 +62,7 @@ class RowGradients:
                 out.append(tables)
         return out
 
-    def push(self, grads) -> "tf.Operation":
+    def push(self, grads) -> tf.Operation:
         """Applies each table's row optimizer to its rows' gradients (one per `sources`
         entry; None where the loss does not depend on a lookup), on the ps tasks."""
         by_table: dict = {}
@@ -83,7 +83,7 @@ class RowGradients:
         return tf.group(pushed)
 
 
-def _dense(grad, rows) -> "tf.Tensor":
+def _dense(grad, rows) -> tf.Tensor:
     """A lookup's gradient as one row per id (a gather's gradient is IndexedSlices)."""
     if isinstance(grad, tf.IndexedSlices):
         return tf.math.unsorted_segment_sum(grad.values, grad.indices, rows)

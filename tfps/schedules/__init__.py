@@ -23,8 +23,7 @@ on first use.
 True
 """
 
-from tfps.schedules.config import (MAX_BOUNDARIES, MAX_RATE, MAX_STEPS, NAMES,
-                                   check_learning_rate)
+from tfps.schedules.config import MAX_BOUNDARIES, MAX_RATE, MAX_STEPS, NAMES, check_learning_rate
 
 _LAZY = {name: "tfps.schedules.schedule" for name in ("Schedule", "check_run", "get")}
 

@@ -14,7 +14,7 @@ tfps.errors.ConfigError: Argument `staircase` is not accepted by schedule 'cosin
 Traceback (most recent call last):
 ...
 tfps.errors.ConfigError: Argument `learning_rate` must be a finite number in [0, 1e+06] or a schedule. Received: learning_rate='0.1'
-"""
+"""  # noqa: E501 - a doctest shows an error line whole
 
 from __future__ import annotations
 

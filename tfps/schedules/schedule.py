@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -154,7 +154,7 @@ class Schedule(tf_keras.optimizers.schedules.LearningRateSchedule):
         return config
 
     @classmethod
-    def from_config(cls, config: Mapping) -> "Schedule":
+    def from_config(cls, config: Mapping) -> Schedule:
         return cls(**config)
 
     def __reduce__(self):

@@ -15,7 +15,7 @@ tfps.errors.ConfigError: Argument `batch_size` must be an integer in [1, 2147483
 Traceback (most recent call last):
 ...
 tfps.errors.ConfigError: Argument `loss_fn` must be a function taking (model, batch). Received: loss_fn=<function <lambda> at ...> (it takes (batch))
-"""
+"""  # noqa: E501 - a doctest shows an error line whole
 
 from __future__ import annotations
 

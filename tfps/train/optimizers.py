@@ -23,13 +23,14 @@ This module reads configs only (pure Python until a legacy optimizer is built).
 Traceback (most recent call last):
 ...
 tfps.errors.ConfigError: Argument `learning_rate` must be a finite number in [0, 1e+06] or a schedule. Received: learning_rate=nan
-"""
+"""  # noqa: E501 - a doctest shows an error line whole
 
 from __future__ import annotations
 
 import logging
 import numbers
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from tfps import _tf, validate
 from tfps.errors import ConfigError
