@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from tfps import _tf
 from tfps.train.params import dedup_lookups
-from tfps.train.steps import StepFunctions
+from tfps.train.steps import StepFunctions, closure_function
 
 tf = _tf.require()
 
@@ -38,14 +38,14 @@ class AccumulationClosure:
 
     def __init__(self, steps: StepFunctions, data):
         self.steps, self.data = steps, data
-        self.fn = tf.function(self._closure)
+        self.fn = closure_function(self._closure)
         self.traced_graph = None  # the FuncGraph of the last trace (`tfps.train.traffic`)
 
     def prepare(self) -> None:
         pass
 
     def retrace(self) -> None:
-        self.fn = tf.function(self._closure)
+        self.fn = closure_function(self._closure)
 
     def args(self, feed_args, num_steps: int) -> tuple:
         return feed_args, num_steps

@@ -40,7 +40,7 @@ from tfps import _tf
 from tfps.errors import ConfigError
 from tfps.train import optim_math
 from tfps.train.kernels import FusedRule
-from tfps.train.steps import StepFunctions
+from tfps.train.steps import StepFunctions, closure_function
 
 tf = _tf.require()
 
@@ -73,13 +73,13 @@ class LocalStepsClosure:
         self.local_steps = local_steps
         self.kernels = FusedRule(steps.optimizer)
         self.outer_lr, self.outer_momentum = outer_learning_rate, outer_momentum
-        self.fn = tf.function(self._closure)
+        self.fn = closure_function(self._closure)
         self.traced_graph = None
         self.copies: dict = {}  # dense variable ref -> [local copy, local slot copies...]
         self.caches: dict = {}  # sparse variable ref -> [row cache, slot row caches...]
 
     def retrace(self) -> None:
-        self.fn = tf.function(self._closure)
+        self.fn = closure_function(self._closure)
 
     def args(self, feed_args, num_steps: int) -> tuple:
         return feed_args, tf.constant(num_steps, tf.int32)  # one trace for any length
