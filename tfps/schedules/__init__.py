@@ -26,6 +26,8 @@ True
 from tfps.schedules.config import MAX_BOUNDARIES, MAX_RATE, MAX_STEPS, NAMES, check_learning_rate
 
 _LAZY = {name: "tfps.schedules.schedule" for name in ("Schedule", "check_run", "get")}
+# Pickles made when this package was one module name `tfps.schedules._from_config`.
+_PICKLED = {"_from_config": "tfps.schedules.schedule"}
 
 __all__ = ["MAX_BOUNDARIES", "MAX_RATE", "MAX_STEPS", "NAMES", "check_learning_rate", *_LAZY]
 
@@ -33,8 +35,8 @@ __all__ = ["MAX_BOUNDARIES", "MAX_RATE", "MAX_STEPS", "NAMES", "check_learning_r
 def __getattr__(name: str):
     import importlib
 
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _LAZY or name in _PICKLED:
+        return getattr(importlib.import_module({**_LAZY, **_PICKLED}[name]), name)
     raise AttributeError(f"module 'tfps.schedules' has no attribute {name!r}")
 
 
