@@ -49,10 +49,22 @@ from tfps import _env
 _env.require_tf_keras()
 
 from tfps.keras.callbacks import (  # noqa: E402
-    BACKUP_SUBDIR, CHECKPOINT_SUBDIR, EpochCheckpoint, ProgressLogger, default_callbacks)
+    BACKUP_SUBDIR,
+    CHECKPOINT_SUBDIR,
+    EpochCheckpoint,
+    ProgressLogger,
+    default_callbacks,
+)
 from tfps.keras.fit import (  # noqa: E402
-    create_slots, dataset_creator, evaluate, evaluation_shards, fit, make_strategy, num_workers,
-    steps_per_execution)
+    create_slots,
+    dataset_creator,
+    evaluate,
+    evaluation_shards,
+    fit,
+    make_strategy,
+    num_workers,
+    steps_per_execution,
+)
 from tfps.keras.saving import export  # noqa: E402
 from tfps.keras.sidecar import is_evaluator, run_sidecar_evaluator  # noqa: E402
 

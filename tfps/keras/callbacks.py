@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tf_keras
 
 from tfps import validate
+
 # Under model_dir (re-exported as tfps.keras's): BackupAndRestore's state and the weight
 # checkpoints `ckpt-<epoch>` that the side-car evaluator watches.
-from tfps.checkpoints.layout import (BACKUP_SUBDIR, CHECKPOINT_SUBDIR, backup_dir,
-                                     checkpoint_dir)
+from tfps.checkpoints.layout import BACKUP_SUBDIR, CHECKPOINT_SUBDIR, backup_dir, checkpoint_dir
 
 __all__ = ["BACKUP_SUBDIR", "CHECKPOINT_SUBDIR", "EpochCheckpoint", "ProgressLogger",
            "default_callbacks"]

@@ -13,7 +13,7 @@ copy with a ``serving_default`` signature built from the model's inputs, written
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import tf_keras
 

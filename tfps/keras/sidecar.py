@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tf_keras
 
 from tfps import _env, validate
 from tfps.checkpoints.layout import checkpoint_dir
-from tfps.cluster import tf_config_task, task_from_env
+from tfps.cluster import task_from_env, tf_config_task
 from tfps.keras.callbacks import _is_scalar
 
 __all__ = ["is_evaluator", "run_sidecar_evaluator"]
