@@ -161,3 +161,22 @@ def test_fail_prints_one_line_and_exits_1(capsys):
     assert capsys.readouterr().err == (
         "tfps: checkpoint /d/checkpoints/ckpt-215 failed: No space left on device; the last "
         "good checkpoint is ckpt-200\n")
+
+
+def test_a_writer_whose_model_dir_cannot_be_made_is_one_line_and_exit_1(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    model_dir = str(tmp_path / "file" / "run")
+    with pytest.raises(storage.StorageFailed) as raised:
+        lease.hold(model_dir)
+    assert raised.value.code == 1
+    assert capsys.readouterr().err == (
+        f"tfps: model_dir {model_dir} failed: Not a directory; nothing was written\n")
+
+
+def test_a_writer_takes_the_lease_as_acquire_does(tmp_path):
+    held = lease.hold(str(tmp_path))
+    try:
+        assert (tmp_path / LEASE_FILE).exists()
+    finally:
+        held.release()
+    assert not (tmp_path / LEASE_FILE).exists()

@@ -43,9 +43,10 @@ import uuid
 from collections.abc import Callable
 
 from tfps import exit_codes
+from tfps.checkpoints import storage
 
 __all__ = ["HEARTBEAT_S", "LEASE_FILE", "STALE_S", "Holder", "Lease", "LeaseLost",
-           "ModelDirInUse", "acquire", "describe"]
+           "ModelDirInUse", "acquire", "describe", "hold"]
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +298,22 @@ def acquire(model_dir: str, *, clock: Callable[[], float] = time.time,
         if races > _TRIES:
             raise OSError(errno.EBUSY, "the lease kept changing hands", path)
     return Lease(path, me, clock).start()
+
+
+def hold(model_dir: str) -> Lease:
+    """`acquire` for a writer of `model_dir` (the Trainer's checkpoints, `tfps.keras.fit`):
+    a directory the storage refuses ends the process with one line and exit 1
+    (`tfps.checkpoints.storage`), as its later writes would.
+
+    Raises:
+      ModelDirInUse: another live job holds the lease (exit 2, its line printed).
+      tfps.checkpoints.storage.StorageFailed: `model_dir` cannot be written.
+    """
+    try:
+        return acquire(model_dir)
+    except OSError as e:
+        reason = storage.storage_error(e) or e.strerror or str(e)
+        raise storage.fail("model_dir", model_dir, reason, "nothing was written") from None
 
 
 def _take_over(path: str, stale: Holder, me: Holder) -> bool:

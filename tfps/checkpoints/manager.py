@@ -78,11 +78,7 @@ class Checkpoints:
         # The lease covers the whole run: model_dir holds checkpoints/ and TensorBoard's files.
         run_dir = (os.path.dirname(directory) if os.path.basename(directory) == CHECKPOINT_SUBDIR
                    else directory)
-        try:
-            self.lease = leases.acquire(run_dir)
-        except OSError as e:
-            reason = storage.storage_error(e) or e.strerror or str(e)
-            raise storage.fail("model_dir", run_dir, reason, "nothing was written") from None
+        self.lease = leases.hold(run_dir)
         # One traced write for every save (TF traces one per save and every ps keeps each).
         self.checkpoint = _tf.traced_write_checkpoint(
             **{name: trackable(obj) for name, obj in objects.items()})
