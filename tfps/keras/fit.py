@@ -4,13 +4,15 @@ strategy, a `DatasetCreator`, and the two `compile` settings that matter (`tfps.
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import tf_keras
 
 from tfps import _env, _tf, policy, validate
+from tfps.checkpoints import lease as leases
 from tfps.errors import ConfigError
-from tfps.keras.callbacks import default_callbacks
+from tfps.keras.callbacks import ProgressLogger, default_callbacks
+from tfps.keras.health import FitHealth, Observers, watch
 from tfps.strategy import shards
 
 tf = _tf.require()
@@ -126,6 +128,12 @@ def fit(model, x, *, epochs: int, steps_per_epoch: int | None = None,
         progress: bool = True, verbose: int | str = 0, **kwargs):
     """`model.fit` under PSS: dataset function, backups, checkpoints, per-epoch progress.
 
+    Under the Trainer's reliability rules (docs/reliability.md): with a `model_dir`, the lease
+    of that directory is taken before the first write (a second job on a live `model_dir`
+    exits 2 with one line) and released when `fit` returns; under ``tfps-launch`` the chief
+    reports to its launcher (a frozen chief is replaced, and resumes after its last epoch) and
+    serves the Trainer's metrics with ``--metrics-port`` (`tfps.keras.health`).
+
     Args:
       model: a tf_keras model built and compiled under the strategy's scope.
       x: a dataset function (see `dataset_creator`), a `DatasetCreator`, a dataset, or a
@@ -149,6 +157,10 @@ def fit(model, x, *, epochs: int, steps_per_epoch: int | None = None,
 
     Returns:
       The `History` of `model.fit`.
+
+    Raises:
+      tfps.checkpoints.lease.ModelDirInUse: another live job holds `model_dir` (exit 2).
+      tfps.checkpoints.lease.LeaseLost: another job took `model_dir` over mid-way.
     """
     validate.integer("epochs", epochs, low=1, high=10**9)
     if steps_per_epoch is None and hasattr(x, "steps_per_epoch"):  # tfps.data.FileInput
@@ -164,12 +176,28 @@ def fit(model, x, *, epochs: int, steps_per_epoch: int | None = None,
         x = dataset_creator(x)
     if callable(validation_data) and not isinstance(validation_data, tf.data.Dataset):
         validation_data = validation_data()
-    all_callbacks = [*default_callbacks(model_dir, checkpoint_epochs=checkpoint_epochs,
-                                        progress=progress), *callbacks]
-    create_slots(model)  # before BackupAndRestore restores, on any number of ps tasks
-    return model.fit(x, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                     validation_data=validation_data, callbacks=all_callbacks,
-                     verbose=verbose, **kwargs)
+    defaults = default_callbacks(model_dir, checkpoint_epochs=checkpoint_epochs,
+                                 progress=progress)
+    writers = [cb for cb in defaults if not isinstance(cb, ProgressLogger)]
+    loggers = [cb for cb in defaults if isinstance(cb, ProgressLogger)]
+    # Reports and metrics first: a chief that waits on a lease held elsewhere still reports.
+    observers = watch(model.distribute_strategy) if _is_pss(model) else Observers()
+    lease = leases.hold(model_dir) if model_dir else None  # before any write to it
+    try:
+        health = FitHealth(observers, lease)
+        writers = [health, *writers, health.after_writes]
+        create_slots(model)  # before BackupAndRestore restores, on any number of ps tasks
+        return model.fit(x, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                         validation_data=validation_data,
+                         callbacks=[*writers, *loggers, *callbacks], verbose=verbose, **kwargs)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _is_pss(model) -> bool:
+    return isinstance(getattr(model, "distribute_strategy", None),
+                      tf.distribute.experimental.ParameterServerStrategy)
 
 
 def _refuse_dynamic_embeddings(model) -> None:
