@@ -32,24 +32,24 @@ steps since then (`tfps-launch --max-restarts` does the restarting).
 from __future__ import annotations
 
 import logging
-import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from tfps import _tf, errors, exit_codes, policy, validate
-from tfps.errors import ConfigError
-from tfps.strategy import make_coordinator, shards, variable_table
-from tfps.schedules import check_run
-from tfps.train import arguments, health, optimizers, traffic
 from tfps.checkpoints import layout
+from tfps.checkpoints.manager import Checkpoints
 from tfps.data import feed
 from tfps.data.iterators import closure_input
-from tfps.checkpoints.manager import Checkpoints
+from tfps.errors import ConfigError
+from tfps.schedules import check_run
+from tfps.strategy import make_coordinator, shards, variable_table
+from tfps.train import arguments, driving, optim_math, optimizers, traffic
 from tfps.train.closures import Closures
 from tfps.train.dynamic import DynamicTables
 from tfps.train.evaluation import ExactEvaluator
-from tfps.train.loop import Action, Stopped, TrainLoop
+from tfps.train.loop import Stopped
 from tfps.train.options import TrainerOptions, TrainResult
 from tfps.train.preemption import PREEMPTION
 from tfps.train.progress import ProgressReporter
@@ -61,6 +61,9 @@ tf = _tf.require()
 __all__ = ["Trainer"]
 
 log = logging.getLogger(__name__)
+
+# The options a Trainer gets when given none (frozen: one instance serves every Trainer).
+_DEFAULT_OPTIONS = TrainerOptions()
 
 
 def _is_model(obj) -> bool:
@@ -106,7 +109,7 @@ class Trainer:
                  dataset_fn: Callable | None = None, data=None,
                  learning_rate=None, model_dir: str | None = None, batch_size: int | None = None,
                  eval_dataset_fn: Callable | None = None, eval_fn: Callable | None = None,
-                 options: TrainerOptions = TrainerOptions()):
+                 options: TrainerOptions = _DEFAULT_OPTIONS):
         if not isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
             raise ConfigError(f"Argument `strategy` must be a ParameterServerStrategy "
                               f"(tfps.make_strategy). Received: strategy={strategy!r:.80}")
@@ -180,27 +183,13 @@ class Trainer:
                 max_to_keep=options.max_to_keep, model=self.model, optimizer=self.optimizer,
                 step=self.global_step, version=self._staleness.version,
                 **feed.checkpoint_objects(self.data))  # a file input's ledger
-        actions = []
-        if self._dynamic.active:  # rows over a cap or a TTL reach no checkpoint, no export
-            actions.append(Action("evict DynamicEmbedding rows", self._dynamic.maintain,
-                                  every=self._dynamic.interval))
-            actions.append(Action("evict DynamicEmbedding rows before a save",
-                                  self._dynamic.evict, before_save=True))
-        actions.append(Action("write the input's ledger", lambda step: feed.before_save(self.data),
-                              before_save=True))
-        if options.fuse_dense:
-            actions.append(Action("write fused buffers into the model",
-                                  lambda step: self._sync_model(), before_save=True))
-        side = _LoopSide(closures=self._closures, coordinator=self.coordinator,
-                         num_workers=self._workers, closure_steps=options.mode.closure_steps,
-                         measures_staleness=self._staleness.enabled,
-                         save=self._write_checkpoint, record_values=self._record_values)
-        PREEMPTION.install()  # SIGUSR1: a checkpoint and exit 138 (tfps.train.preemption)
-        self._loop = TrainLoop(trainer=side, options=options, model_dir=model_dir,
-                               actions=actions, stop=PREEMPTION)
-        # Under tfps-launch: hang tracking per worker and live metrics (tfps.train.health).
-        self._health = health.attach(loop=self._loop, coordinator=self.coordinator,
-                                     num_workers=self._workers, traffic=self.traffic)
+        self._loop, self._health = driving.drive(
+            options=options, model_dir=model_dir, closures=self._closures,
+            coordinator=self.coordinator, num_workers=self._workers,
+            measures_staleness=self._staleness.enabled, dynamic=self._dynamic,
+            before_save_input=lambda step: feed.before_save(self.data),
+            sync_model=self._sync_model, save=self._write_checkpoint,
+            record_values=self._record_values, traffic=self.traffic)
         self.restored_step = self.restore()
 
     @staticmethod
@@ -292,11 +281,9 @@ class Trainer:
         return self._closures.traffic()
 
     def current_learning_rate(self) -> float:
-        """The optimizer's base learning rate at its current step (chief-side read)."""
-        lr = _tf.read_hyper(self.optimizer, "learning_rate")  # calls a staleness wrapper
-        if callable(lr) and not tf.is_tensor(lr) and not isinstance(lr, tf.Variable):
-            lr = lr(tf.cast(self.optimizer.iterations, tf.float32))  # a schedule
-        return float(tf.convert_to_tensor(lr))
+        """The learning rate the optimizer applies at its current step: its schedule there,
+        with a legacy ``decay`` (chief-side read, `tfps.train.optim_math.learning_rate`)."""
+        return float(optim_math.learning_rate(self.optimizer, self.optimizer.iterations))
 
     # ------------------------------------------------------------------------ checkpoints
     def restore(self) -> int:
@@ -382,18 +369,3 @@ class Trainer:
         table = variable_table([_tf_variable(v) for v in self.model.trainable_variables])
         return table + ("\n" + self._dynamic.describe() if self._dynamic.active else "")
 
-
-class _LoopSide:
-    """The Trainer as its loop drives it (`tfps.train.loop.LoopTrainer`): the closures, the
-    cluster's join, the checkpoint write and the record's values."""
-
-    def __init__(self, *, closures: Closures, coordinator, num_workers: int,
-                 closure_steps: int | None, measures_staleness: bool, save, record_values):
-        self.num_workers = num_workers
-        self.closure_steps = closure_steps
-        self.measures_staleness = measures_staleness
-        self.schedule = closures.schedule
-        self.use_packing = closures.use_packing
-        self.join = coordinator.join
-        self.save = save
-        self.record_values = record_values
