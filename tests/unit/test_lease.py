@@ -9,6 +9,8 @@ import errno
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -137,6 +139,28 @@ def test_renew_moves_the_heartbeat(tmp_path, clock):
     held.renew()
     assert Holder.from_json((tmp_path / LEASE_FILE).read_bytes()).heartbeat == clock()
     held.release()
+
+
+def test_a_renewal_in_flight_does_not_write_a_released_lease_back(tmp_path, clock,
+                                                                   monkeypatch):
+    # The renewal thread reads the lease, the release removes it, the renewal writes: a
+    # lease left behind that nobody renews (Keras fit releases while the process lives on).
+    held = _acquire(tmp_path, clock)
+    fsync, releasing = os.fsync, []
+
+    def release_meanwhile(fd):  # the renewal has read the lease and is writing it
+        if not releasing:
+            releasing.append(threading.Thread(target=held.release))
+            releasing[0].start()
+            time.sleep(0.2)  # the release, unless it waits for this renewal, is done by now
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", release_meanwhile)
+    held.renew()
+    releasing[0].join(5)
+    assert not (tmp_path / LEASE_FILE).exists()
+    held.renew()  # released: nothing written
+    assert not (tmp_path / LEASE_FILE).exists() and held.lost is None
 
 
 # ------------------------------------------------------------------ storage errors

@@ -164,6 +164,10 @@ class Lease:
         self.lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # A renewal and the release, one at a time: a renewal that read the lease before the
+        # release removed it would otherwise write it back (a lease nobody renews, left on
+        # model_dir until it turns stale).
+        self._lock = threading.Lock()
 
     def start(self, every: float = HEARTBEAT_S) -> Lease:
         """Renews every `every` seconds from a daemon thread; released at the process's exit
@@ -187,15 +191,20 @@ class Lease:
                 failing = True
 
     def renew(self) -> None:
-        """Rewrites the heartbeat, unless the lease was taken over (then `lost` says so)."""
-        current = _read(self.path)
-        if current is None or current.token != self.holder.token:
-            self.lost = (f"taken over by {describe(current, self._clock())}" if current
-                         else "its file was removed")
-            log.error("tfps: lost the lease of %s: %s", os.path.dirname(self.path), self.lost)
-            return
-        self.holder = dataclasses.replace(self.holder, heartbeat=self._clock())
-        _write_replace(self.path, self.holder.to_json())
+        """Rewrites the heartbeat, unless the lease was taken over (then `lost` says so) or
+        released."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            current = _read(self.path)
+            if current is None or current.token != self.holder.token:
+                self.lost = (f"taken over by {describe(current, self._clock())}" if current
+                             else "its file was removed")
+                log.error("tfps: lost the lease of %s: %s", os.path.dirname(self.path),
+                          self.lost)
+                return
+            self.holder = dataclasses.replace(self.holder, heartbeat=self._clock())
+            _write_replace(self.path, self.holder.to_json())
 
     def check(self) -> None:
         """Raises `LeaseLost` if another chief took the lease over."""
@@ -207,12 +216,13 @@ class Lease:
         """Stops renewing and removes the lease file (if still ours)."""
         self._stop.set()
         atexit.unregister(self.release)
-        current = _read(self.path)
-        if current is not None and current.token == self.holder.token:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+        with self._lock:  # after a renewal in flight, never before its write
+            current = _read(self.path)
+            if current is not None and current.token == self.holder.token:
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
 
 
 def _read(path: str) -> Holder | None:
