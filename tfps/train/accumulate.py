@@ -94,19 +94,25 @@ class AccumulationClosure:
         copies = [i for i in live if cached[i] is not None]
 
         def body(step, total, taus):
-            step_loss, by_var, by_copy = steps.strategy.run(
-                self._one, args=(micro_batch(step + 1), live, copies, cached))
+            # After the previous push: the lookups of this micro-batch read its rows (the
+            # loop counter carries the push's control dependency).
+            with tf.control_dependencies([step]):
+                step_loss, by_var, by_copy = steps.strategy.run(
+                    self._one, args=(micro_batch(step + 1), live, copies, cached))
             full = [None] * len(steps.variables)
             for i, g in zip(live, by_var):
                 parts = [x for x in (by_copy.get(i), g) if x is not None]
                 full[i] = (None if not parts else parts[0] if len(parts) == 1 else
                            tf.add_n([tf.convert_to_tensor(x) for x in parts]))
             tau = steps.strategy.run(steps.apply, args=(full, read_version))
-            return step + 1, total + step_loss, taus.write(step + 1, tau)
+            with tf.control_dependencies([tau]):
+                following = step + 1
+            return following, total + step_loss, taus.write(step + 1, tau)
 
         taus = tf.TensorArray(tf.int64, size=n + 1).write(0, first_tau)
-        _, loss, taus = tf.while_loop(lambda step, *_: step < n, body,
-                                      (tf.constant(0), loss, taus))
+        with tf.control_dependencies([first_tau]):
+            start = tf.constant(0)
+        _, loss, taus = tf.while_loop(lambda step, *_: step < n, body, (start, loss, taus))
         return loss, taus.stack()
 
     def _more(self, micro_batch, n: int, loss, grads, cached):

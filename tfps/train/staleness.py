@@ -62,10 +62,12 @@ class Staleness:
 
     def count(self, grads, read_version, apply_fn):
         """Counts this update (once its gradient exists), then `apply_fn()` with the scaled
-        learning rate in effect. Returns τ (0 when disabled)."""
+        learning rate in effect. Returns τ (0 when disabled), after the update."""
         if not self.enabled:
-            apply_fn()
-            return tf.constant(0, tf.int64)
+            update = apply_fn()
+            # τ = 0, after the update: a control dependency on τ orders after the push.
+            with tf.control_dependencies([] if update is None else [update]):
+                return tf.constant(0, tf.int64)
         # Count only once the gradient exists; otherwise the increment may run right after the
         # read (they touch the same resource) and τ would always be 0.
         computed = [g.values if isinstance(g, tf.IndexedSlices) else g
@@ -74,7 +76,8 @@ class Staleness:
             tau = self.version.assign_add(1, read_value=True) - 1 - read_version
         self._scale = 1.0 / tf.cast(tf.maximum(tau, 1), tf.float32)
         try:
-            apply_fn()
+            update = apply_fn()
         finally:
             self._scale = 1.0
-        return tau
+        with tf.control_dependencies([] if update is None else [update]):
+            return tf.identity(tau)
