@@ -91,6 +91,15 @@ class LocalStepsClosure:
         """Creates the outer momentum slots, the local copies and the row caches (after the
         probe and the fusing of dense variables)."""
         steps, slots = self.steps, len(self.kernels.slot_names)
+        if self.kernels.rule.name == "Adam" and self._sparse():
+            # tf_keras's Adam moves every row it has seen at every step (its moments decay,
+            # docs/settings.md); worker-local rows hold only those a closure touches.
+            raise ConfigError(
+                f"Argument `optimizer` must not be Adam with local steps on a model with "
+                f"embedding lookups ({', '.join(v.name for v in self._sparse())}): Adam moves "
+                f"the rows a closure does not touch, which worker-local rows cannot; use "
+                f"Adagrad or SGD, or PerStep. Received: optimizer=Adam, "
+                f"local_steps={self.local_steps}")
         with steps.strategy.scope():
             if self.outer_momentum:
                 for target in self._targets():
