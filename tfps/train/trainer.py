@@ -252,12 +252,25 @@ class Trainer:
                   f"{stopped.step}; exiting {exit_codes.PREEMPTED} to be requeued", flush=True)
             raise errors.Preempted(stopped.step, exit_codes.PREEMPTED) from None
         except tf.errors.OpError as error:  # a file input names the record at fault
+            self._quiesce()
             explained = feed.explain(self.data, error)
             if explained is None:
                 raise
             raise explained from None
         finally:
             self._sync_model()
+
+    def _quiesce(self) -> None:
+        """After a closure failed: waits for the closures still in flight and drops their
+        errors (TF's coordinator keeps the next failure for the next `join` or `schedule`,
+        which would be the next `train`'s, and its first closure would fail on an error of
+        this one)."""
+        for _ in range(2 * self._workers + 1):
+            try:
+                self.coordinator.join()
+                return
+            except tf.errors.OpError:
+                continue
 
     def _record_values(self, step: int, rate: float, loss: float) -> dict:
         values = {}
