@@ -32,6 +32,7 @@ import tf_keras
 from tfps import _tf
 from tfps.strategy import make_coordinator
 from tfps.train import health as chief_health
+from tfps.train import optim_math
 
 tf = _tf.require()
 
@@ -70,13 +71,12 @@ def watch(strategy) -> Observers:
 
 
 def learning_rate(optimizer) -> float:
-    """The optimizer's learning rate at its current step (nan when it has none readable)."""
-    lr = getattr(optimizer, "learning_rate", None)  # tf_keras: the schedule itself, if one
-    if callable(lr) and not tf.is_tensor(lr) and not isinstance(lr, tf.Variable):
-        lr = lr(tf.cast(optimizer.iterations, tf.float32))
+    """The learning rate the optimizer applies at its current step, as the Trainer's records
+    read it (`tfps.train.optim_math.learning_rate`: the schedule there, a legacy ``decay``
+    applied); nan for an optimizer it cannot read."""
     try:
-        return float(tf.convert_to_tensor(lr))
-    except (TypeError, ValueError):
+        return float(optim_math.learning_rate(optimizer, optimizer.iterations))
+    except (AttributeError, TypeError, ValueError):  # a record must not stop training
         return math.nan
 
 
