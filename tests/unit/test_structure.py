@@ -235,3 +235,19 @@ def test_no_module_is_over_400_lines(module):
     with open(MODULES[module], encoding="utf-8") as f:
         lines = sum(1 for _ in f)
     assert lines <= MAX_LINES, f"{os.path.relpath(MODULES[module], REPO)}: {lines} lines"
+
+
+def test_the_lanes_run_together_have_distinct_file_names():
+    """``./test.sh`` runs tests/integration and tests/drills in one pytest session (and
+    ``pytest tests`` all three lanes): pytest imports test files by their base name, so two
+    files of one name in those folders break collection ("import file mismatch")."""
+    tests = os.path.join(REPO, "tests")
+    seen: dict[str, str] = {}
+    clashes = []
+    for lane in ("integration", "drills"):
+        for name in sorted(os.listdir(os.path.join(tests, lane))):
+            if name.endswith(".py") and name != "__init__.py":
+                if name in seen:
+                    clashes.append(f"{name} ({seen[name]} and {lane})")
+                seen[name] = lane
+    assert not clashes, clashes
