@@ -4,7 +4,8 @@
 #   ./test.sh                 every lane: unit (without TensorFlow), then integration + drills
 #   ./test.sh unit            the one-minute lane: pure tests, TensorFlow made impossible
 #   ./test.sh integration     in-process clusters;   ./test.sh drills: multi-process launches
-#   ./test.sh ARGS...         anything else goes to pytest as is (./test.sh -m "not slow" -x)
+#   ./test.sh -OPTIONS...     every lane, each with those pytest options (./test.sh -m "not slow")
+#   ./test.sh PATHS...        anything else goes to pytest as is (./test.sh tests/unit/test_cli.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 # pip is upgraded once, when the venv is made: on later runs it would only ask the index
@@ -20,8 +21,13 @@ unit() {  # TensorFlow cannot be imported there (tests/unit_lane.py, a plugin of
   .venv/bin/python -m pytest -q tests/unit "$@"
 }
 case "${1:-all}" in
-  all) shift $(( $# > 0 ? 1 : 0 )); unit "$@"; exec .venv/bin/python -m pytest -q tests/integration tests/drills "$@" ;;
-  unit) shift; unit "$@" ;;
+  all) shift $(( $# > 0 ? 1 : 0 )) ;;
+  -*) ;;  # options: for every lane
+  unit) shift; unit "$@"; exit ;;
   integration|drills) lane=$1; shift; exec .venv/bin/python -m pytest -q "tests/$lane" "$@" ;;
   *) exec .venv/bin/python -m pytest -q "$@" ;;
 esac
+# The unit lane in a session of its own (its files share names with the other lanes'), then
+# integration and drills together.
+unit "$@"
+exec .venv/bin/python -m pytest -q tests/integration tests/drills "$@"
