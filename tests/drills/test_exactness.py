@@ -6,13 +6,11 @@ When a worker dies, TF's coordinator re-runs the closures it was running on anot
 closure result. Each run here SIGKILLs workers three times during ``examples/recsys.py
 --train_steps 3000`` on 2 ps + 2 workers and requires ``steps=3000``.
 
-* ``issue-times``: the issue's command as written, ``--inject-fault worker:0@15s
-  --inject-fault worker:1@25s --inject-fault worker:0@35s``. On this 2-core machine the chief
-  starts training 15-60 s after launch depending on load, so these faults may all land before
-  training (then they test restarts, not re-run closures).
-* ``during-training-*``: the test itself SIGKILLs the workers by pid, as ``--inject-fault``
-  does, but at points of progress: after the 1st, 3rd and 5th training record (every ~200
-  steps), so that every kill lands while closures are in flight, whatever the load.
+The test itself SIGKILLs the workers by pid, as ``--inject-fault`` does, but at points of
+progress: after the 1st, 3rd and 5th training record (every ~200 steps), so that every kill
+lands while closures are in flight, whatever the load. (Kills at fixed times, issue 16's
+``--inject-fault worker:0@15s ... worker:0@35s``, landed before training on a loaded machine
+and after it on a quiet one, where the run now takes ~25 s: they tested nothing reliably.)
 
 Each run prints its timeline (``-s``).
 """
@@ -30,7 +28,6 @@ from conftest import REPO, assert_all_dead, result_line
 
 RECSYS = os.path.join(REPO, "examples", "recsys.py")
 STEPS = 3000
-ISSUE_FAULTS = ("worker:0@15s", "worker:1@25s", "worker:0@35s")
 # (training record after which to kill, worker) for the runs that kill during training.
 DURING = {"during-training-a": ((1, "worker:0"), (3, "worker:1"), (5, "worker:0")),
           "during-training-b": ((1, "worker:1"), (3, "worker:0"), (5, "worker:1"))}
@@ -40,15 +37,12 @@ RECORD = r"^\[chief\] train \| step: (\d+) "
 @pytest.mark.slow
 @pytest.mark.drill
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("schedule", ["issue-times", *DURING])
+@pytest.mark.parametrize("schedule", list(DURING))
 def test_three_worker_kills_leave_the_step_count_exact(schedule, launch):
-    faults = ([a for fault in ISSUE_FAULTS for a in ("--inject-fault", fault)]
-              if schedule == "issue-times" else [])
     start = time.monotonic()
-    run = launch("--num-ps", "2", "--num-workers", "2", *faults, RECSYS,
-                 "--train_steps", str(STEPS))
+    run = launch("--num-ps", "2", "--num-workers", "2", RECSYS, "--train_steps", str(STEPS))
     kills = []
-    for n, (record, victim) in enumerate(DURING.get(schedule, ())):
+    for n, (record, victim) in enumerate(DURING[schedule]):
         step = int(run.wait_for(RECORD, timeout=300, count=record).group(1))
         if n:  # the previous victim is back before the next kill
             run.wait_for(rf"^tfps-launch: started \S+ .*\(restart {n}/3\)", timeout=120)
@@ -59,7 +53,7 @@ def test_three_worker_kills_leave_the_step_count_exact(schedule, launch):
     output = run.output
     records = [int(s) for s in re.findall(RECORD, output, re.M)]
     print(f"\n{schedule}: exit {code} after {wall:.0f}s; kills (s, task, last record's step): "
-          f"{kills or ISSUE_FAULTS}; records {records}")
+          f"{kills}; records {records}")
     assert code == 0, output[-4000:]
     died = re.findall(r"^tfps-launch: (worker:\d) died \(SIGKILL\); restarting", output, re.M)
     assert len(died) == 3, output[-4000:]
@@ -68,6 +62,6 @@ def test_three_worker_kills_leave_the_step_count_exact(schedule, launch):
     assert result["steps"] == STEPS, result
     assert result["start_step"] == 0, result
     assert records and records[-1] == STEPS, records
-    if kills:  # every kill came after training had started and before it ended
-        assert all(0 < step < STEPS for _, _, step in kills), kills
+    # Every kill came after training had started and before it ended.
+    assert all(0 < step < STEPS for _, _, step in kills), kills
     assert_all_dead([pid for _, pid in run.started()])
