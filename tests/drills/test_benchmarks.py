@@ -1,14 +1,12 @@
 """The benchmark harness (benchmarks/run.py) on tiny configurations, so that it cannot rot.
 
-`test_tiny_rows` runs two rows end to end on real clusters: ``trainer_overhead`` (a ps/worker
-cluster, the tfps Trainer chief and the tutorial-loop chief against it, alternately) and
-``ps_vs_local`` (the Trainer against the one-process baseline). Between them they exercise
-the code every cluster row shares: `Cluster`, `run_program`, `paired`, the table and the JSON
-output, and the programs `tfps_side/trainer.py` (also behind `default_vs_tutorial`,
-`sparse_table_scaling` and `accumulation_vs_local`), `baselines/tutorial_loop.py` and
-`baselines/local.py`. `test_other_five_rows` runs the rest, the fit programs and the
-tfps-launch row among them (marked slow: every row's chiefs import TensorFlow, about half a
-minute per row on 2 cores). Together they run each row once.
+`test_tiny_rows` runs ``ps_capacity`` (four programs on one cluster: one process's loop, the
+Trainer per step and in the best mode, the tutorial's loop; the CPU meters and the traffic
+counts) and ``bytes_per_step`` end to end: `Cluster`, `run_program`, `paired`, the table and
+the JSON output. `test_the_other_rows` runs every other row whose programs or flags no row
+here runs already (`COVERED` names where each skipped one's are exercised): the fit programs,
+the tfps-launch row, the data rows among them (marked slow: every row's chiefs import
+TensorFlow, about half a minute per row on 2 cores).
 """
 
 from __future__ import annotations
@@ -104,7 +102,9 @@ def test_baselines_import_no_tfps():
             assert not any(n == "tfps" or n.startswith("tfps.") for n in names), path
 
 
-TINY_ROWS = ["trainer_overhead", "ps_vs_local", "ps_capacity", "bytes_per_step"]
+# ps_capacity runs four of the programs (one process's loop, the Trainer per step and in the
+# best mode, the tutorial's loop) on one cluster, with the CPU meters and the traffic counts.
+TINY_ROWS = ["ps_capacity", "bytes_per_step"]
 
 
 def test_tiny_rows(tmp_path):
@@ -112,14 +112,21 @@ def test_tiny_rows(tmp_path):
     _check(rows, TINY_ROWS, text)
 
 
-# Rows whose programs and flags another row already runs here: ps_vs_local_per_step is
-# ps_vs_local's pair of programs without --local_steps (the per-step path trainer_overhead runs);
-# closure_vs_loop_per_step is closure_vs_loop's pair without it.
-COVERED = ["ps_vs_local_per_step", "closure_vs_loop_per_step"]
+# Rows whose programs and flags another row already runs here (the harness cannot rot
+# unseen): each pair of programs below is ps_capacity's, with a flag another row also uses.
+COVERED = {
+    "trainer_overhead": "ps_capacity (tfps_side/trainer.py and baselines/tutorial_loop.py)",
+    "ps_vs_local": "ps_capacity (the best mode, --local_steps, against baselines/local.py)",
+    "ps_vs_local_per_step": "ps_vs_local without --local_steps",
+    "closure_vs_loop_per_step": "closure_vs_loop without --local_steps",
+    "sparse_table_scaling": "trainer.py with --num_ids (dynamic_vs_static passes it too)",
+    "accumulation_vs_local": "trainer.py --accumulate against local.py, on linear data "
+                             "(default_vs_tutorial's workload)",
+}
 
 
 @pytest.mark.slow
 def test_the_other_rows(tmp_path):
-    names = [name for name in ROW_NAMES if name not in TINY_ROWS + COVERED]
+    names = [name for name in ROW_NAMES if name not in TINY_ROWS and name not in COVERED]
     rows, text = _run(tmp_path, "--only", ",".join(names), timeout=1800)
     _check(rows, names, text)
