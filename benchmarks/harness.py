@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -181,7 +181,8 @@ def run_program(procs: Processes, argv, env, timeout=CHIEF_TIMEOUT, traffic=Fals
     except subprocess.TimeoutExpired:
         kill_group(proc)
         out = proc.communicate()[0] if proc.stdout and not proc.stdout.closed else ""
-        raise BenchError(f"timed out after {timeout}s: {' '.join(argv)}\n{(out or '')[-3000:]}")
+        raise BenchError(
+            f"timed out after {timeout}s: {' '.join(argv)}\n{(out or '')[-3000:]}") from None
     finally:
         kill_group(proc)
         procs.procs.remove(proc)

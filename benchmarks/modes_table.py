@@ -18,8 +18,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import PY, Cluster, Processes, common, median, run_program, script  # noqa: E402
-from rows import H_BEST, K_FIXED, S_STALE  # noqa: E402
+from harness import PY, Cluster, Processes, common, median, run_program, script
+from rows import H_BEST, K_FIXED, S_STALE
 
 MODES = {
     "per step (default)": ["--steps_per_closure=0"],

@@ -13,9 +13,23 @@ import subprocess
 import time
 
 import data_rows
-from harness import (CHIEF_TIMEOUT, NO_PS, PY, REPO, BenchError, Cluster, Row, cluster_pair,
-                     common, kill_group, median, paired, task_env,
-                     run_program, script)
+from harness import (
+    CHIEF_TIMEOUT,
+    NO_PS,
+    PY,
+    REPO,
+    BenchError,
+    Cluster,
+    Row,
+    cluster_pair,
+    common,
+    kill_group,
+    median,
+    paired,
+    run_program,
+    script,
+    task_env,
+)
 
 # Fixed packing of the trainer_overhead / sparse rows (steps per closure on both sides).
 K_FIXED = 10
@@ -334,7 +348,7 @@ def row_quality_guard(procs, size, log):
         try:
             env = cluster.chief_env()
 
-            def auc(extra):
+            def auc(extra, env=env, workers=workers):
                 result = run_program(procs, [PY, script("tfps_side", "quality.py"), *flags,
                                              *extra], env)
                 cpu.setdefault(f"{workers} workers, {' '.join(extra) or 'per step'}", {

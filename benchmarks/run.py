@@ -37,8 +37,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import SIZES, BenchError, Processes, Result, Size  # noqa: E402
-from rows import ROWS  # noqa: E402
+from harness import SIZES, BenchError, Processes, Result, Size
+from rows import ROWS
 
 __all__ = ["ROWS", "SIZES", "main", "run_rows"]
 

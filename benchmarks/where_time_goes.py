@@ -41,7 +41,9 @@ def cpu_seconds(pid: int) -> float:
 
 def chief(args):
     sys.path.insert(0, HERE)
-    import workloads
+    import workloads  # first: sets TF_USE_LEGACY_KERAS before TensorFlow loads
+
+    # isort: split
     import tensorflow as tf
 
     pids = json.loads(os.environ["BENCH_PIDS"])
@@ -130,7 +132,7 @@ def tfps_chief(args):
     sys.path.insert(0, os.path.join(HERE, "tfps_side"))
     sys.path.insert(0, HERE)
     import rows
-    import side  # noqa: I001  (imports tfps first)
+    import side
     import workloads
 
     pids = dict(json.loads(os.environ["BENCH_PIDS"]), chief=os.getpid())
@@ -171,8 +173,9 @@ def main():
     if args.chief == "tfps":
         return tfps_chief(args)
     sys.path.insert(0, HERE)
-    import harness
     import tempfile
+
+    import harness
     with tempfile.TemporaryDirectory() as tmp:
         procs = harness.Processes(tmp)
         cluster = harness.Cluster(procs, 1, 1, "where")

@@ -23,12 +23,12 @@ import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf_keras: the only Keras that fits under PSS
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "examples"))
-from common import planted_clicks as clicks  # noqa: E402
+from common import planted_clicks as clicks
 
 RECSYS_SLOTS = 4
 RECSYS_DENSE = 8
@@ -218,7 +218,7 @@ def variables_on_worker(strategy) -> None:
         with tf.device(WORKER0):
             return next_creator(**kwargs)
 
-    extended._create_variable_round_robin = on_worker  # pylint: disable=protected-access
+    extended._create_variable_round_robin = on_worker  # noqa: SLF001 - the baseline's placement
 
 
 # ------------------------------------------------------------------------------ fit

@@ -4,7 +4,8 @@ Neither TensorFlow nor Keras can do this: Keras 3's `fit` has no ParameterServer
 support, and a raw tape over a Keras 3 model whose embedding is sharded fails. Here the model is
 built with `import keras` (Keras 3) under the strategy, so its variables live on the ps tasks
 (the embedding table split in shards); the Trainer takes gradients per shard and applies them
-with the tf_keras legacy optimizer equivalent to the Keras 3 optimizer given (`tfps.train.optimizers`).
+with the tf_keras legacy optimizer equivalent to the Keras 3 optimizer given
+(`tfps.train.optimizers`).
 
     tfps-launch --num-ps 2 --num-workers 2 examples/keras3_trainer.py
 
@@ -15,18 +16,18 @@ model as a SavedModel with plain (un-sharded) variables, served by
 ``tf.saved_model.load(DIR).signatures["serving_default"]`` without Keras or tfps.
 """
 
-from absl import app, flags, logging
-
-import tfps  # first: sets the environment; Keras 3 is still `import keras`
-
 import os
 import sys
 
+import tfps  # first: sets the environment; Keras 3 is still `import keras`
+
+# isort: split
 import keras
 import tensorflow as tf
+from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import export_flag  # noqa: E402  (--export_dir, checked at parse time)
+from common import export_flag
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("train_steps", 600, "Training steps.")

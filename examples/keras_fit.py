@@ -30,15 +30,17 @@ import os
 import sys
 
 import tfps  # first: binds tf.keras to tf_keras before TensorFlow loads
-import tfps.keras
-from absl import app, flags, logging
 
+# isort: split
 import numpy as np
 import tensorflow as tf
 import tf_keras
+from absl import app, flags, logging
+
+import tfps.keras
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import export_flag  # noqa: E402  (--export_dir, checked at parse time)
+from common import export_flag
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "mnist"], "Training data.")

@@ -15,11 +15,12 @@ restarted chief resumes from the latest checkpoint (the step counter is in the c
 A side-car evaluator (``tfps-launch --evaluator``) then scores each checkpoint as it appears.
 """
 
-import tfps  # first: sets TF_USE_LEGACY_KERAS and GRPC_FAIL_FAST before TensorFlow loads
-
 import json
 import os
 
+import tfps  # first: sets TF_USE_LEGACY_KERAS and GRPC_FAIL_FAST before TensorFlow loads
+
+# isort: split
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging

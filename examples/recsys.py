@@ -21,18 +21,18 @@ of ps tasks (``--num-ps 3``: the table and its Adagrad accumulators are re-split
 variables, which ``tf.saved_model.load(DIR).signatures["serving_default"]`` serves anywhere.
 """
 
-from absl import app, flags, logging
-
-import tfps  # first: binds tf.keras to tf_keras and sets GRPC_FAIL_FAST
-
 import os
 import sys
 
+import tfps  # first: binds tf.keras to tf_keras and sets GRPC_FAIL_FAST
+
+# isort: split
 import tensorflow as tf
+from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import planted_clicks as clicks  # noqa: E402  (the planted click data)
-from common import export_flag  # noqa: E402  (--export_dir, checked at parse time)
+from common import export_flag
+from common import planted_clicks as clicks
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("train_steps", 2000, "Total training steps (resuming counts earlier ones).")

@@ -22,19 +22,19 @@ Last line: ``result: auc=<f> hashed_auc=<f> oracle_auc=<f> rows=<int> id_space=<
 steps=<int> start_step=<int>``. Bad flag values exit 2 with one line.
 """
 
-from absl import app, flags, logging
-
-import tfps  # first: binds tf.keras to tf_keras and sets GRPC_FAIL_FAST
-
 import os
 import sys
 
+import tfps  # first: binds tf.keras to tf_keras and sets GRPC_FAIL_FAST
+
+# isort: split
 import tensorflow as tf
+from absl import app, flags, logging
 
 from tfps.errors import ConfigError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import zipf_clicks as clicks  # noqa: E402  (the planted click data)
+from common import zipf_clicks as clicks
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("train_steps", 2000, "Total training steps (resuming counts earlier ones).")

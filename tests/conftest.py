@@ -143,7 +143,6 @@ class LaunchRun:
     _STARTED = None
 
     def __init__(self, proc: subprocess.Popen):
-        import re
         import threading
         LaunchRun._STARTED = re.compile(r"^tfps-launch: started (\S+) pid=(\d+) addr=(\S+)")
         self.proc = proc
@@ -168,7 +167,6 @@ class LaunchRun:
 
     def wait_for(self, pattern: str, timeout: float = 60, count: int = 1):
         """Waits until `count` lines match the regex `pattern`; returns the last match."""
-        import re
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self._cond:

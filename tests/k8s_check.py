@@ -82,7 +82,7 @@ def _structural(schema):
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _crds() -> dict:
     """``(apiVersion, kind)`` -> (JSON-schema validator, raw openAPIV3Schema)."""
     import jsonschema
@@ -225,7 +225,7 @@ def _volcano_errors(job: dict) -> list[str]:
     tasks, seen, total = spec.get("tasks", []), set(), 0
     if not tasks:
         errors.append("No task specified in job spec")
-    for index, task in enumerate(tasks):
+    for task in tasks:
         total += task["replicas"]
         if task["name"] in seen or not _DNS1123.fullmatch(task["name"]):
             errors.append(f"task name {task['name']!r}: duplicated or not DNS-1123")

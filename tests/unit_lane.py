@@ -65,7 +65,7 @@ def pytest_pycollect_makemodule(module_path, parent):
         return (yield)
     with no_tensorflow():
         module = yield
-        module.obj  # import the test module now, inside the block
+        _ = module.obj  # import the test module now, inside the block
     return module
 
 

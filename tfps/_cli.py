@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from tfps.errors import TfpsError
 

@@ -24,10 +24,24 @@ import inspect
 
 from tfps import _tf_checkpoint, _tf_coordinator
 from tfps._tf_coordinator import closure_name, track_closures, unblock_exit  # rooms
-from tfps._tf_keras import keras_binding
+from tfps._tf_keras import (  # rooms
+    create_slots,
+    keras3_schedule,
+    keras_binding,
+    keras_symbolic_build,
+    optimizer_hyper,
+    pin_hyperparameters,
+    pss_evaluation_shards,
+    read_hyper,
+    set_optimizer_hyper,
+)
 from tfps.errors import TensorFlowCompatibilityError
 
-__all__ = ["require", "keras_binding"]
+# What the rooms define is re-exported here: tfps reaches every TF internal through `tfps._tf`.
+__all__ = ["closure_name", "create_slots", "keras3_schedule", "keras_binding",
+           "keras_symbolic_build", "optimizer_hyper", "pin_hyperparameters",
+           "pss_evaluation_shards", "read_hyper", "require", "set_optimizer_hyper",
+           "track_closures", "unblock_exit"]
 
 _checked = False
 
@@ -50,16 +64,19 @@ def _sets_attribute(cls, name: str) -> bool:
 
 
 def _requirements():
-    # pylint: disable=g-import-not-at-top
-    from tensorflow.python.distribute import distribute_utils, input_lib, ps_values
+    from tensorflow.python.distribute import (
+        distribute_utils,
+        input_lib,
+        ps_values,
+        sharded_variable,
+    )
     from tensorflow.python.distribute import parameter_server_strategy_v2 as pss
-    from tensorflow.python.distribute import sharded_variable
+    from tensorflow.python.distribute.coordinator import cluster_coordinator as coordinator
+    from tensorflow.python.eager import context
     from tensorflow.python.framework import func_graph
     from tensorflow.python.trackable import base as trackable_base
     from tf_keras.src.engine import base_layer, training
     from tf_keras.src.optimizers.legacy import optimizer_v2
-    from tensorflow.python.distribute.coordinator import cluster_coordinator as coordinator
-    from tensorflow.python.eager import context
 
     return (
         ("distribute_utils.cache_variable_reads", "tensorflow/python/distribute/"
@@ -126,20 +143,20 @@ def set_thread_spinning(spinning: bool) -> None:
     """Whether thread pools spin (``disable_thread_spinning``), in this process's eager context
     and every task's it connects to: `connect_to_cluster` sends `Context.config`, built on
     `Context._config` (eager/context.py), to each as ``default_session_config``."""
-    from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.eager import context
 
     ctx = context.context()
     config = require().compat.v1.ConfigProto()
-    if ctx._config is not None:  # pylint: disable=protected-access
-        config.CopyFrom(ctx._config)  # pylint: disable=protected-access
+    if ctx._config is not None:
+        config.CopyFrom(ctx._config)
     config.experimental.disable_thread_spinning = not spinning
-    ctx._config = config  # pylint: disable=protected-access
+    ctx._config = config
 
 
 def checkpoint_internals() -> tuple:
     """``(graph_view, util, sharded_variable)``: what `tfps._tf_checkpoint` reads."""
-    from tensorflow.python.checkpoint import graph_view, util  # pylint: disable=g-import-not-at-top
-    from tensorflow.python.distribute import sharded_variable  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.checkpoint import graph_view, util
+    from tensorflow.python.distribute import sharded_variable
     return graph_view, util, sharded_variable
 
 
@@ -180,25 +197,25 @@ def require():
 def num_workers(strategy) -> int:
     """Workers of a ParameterServerStrategy (`ParameterServerStrategyV2Extended._num_workers`;
     the public `Strategy.cluster_resolver` is None for PSS)."""
-    return int(strategy.extended._num_workers)  # pylint: disable=protected-access
+    return int(strategy.extended._num_workers)
 
 
 def num_ps(strategy) -> int:
     """ps tasks of a ParameterServerStrategy (`ParameterServerStrategyV2Extended._num_ps`;
     PSS has no public `parameter_devices`)."""
-    return int(strategy.extended._num_ps)  # pylint: disable=protected-access
+    return int(strategy.extended._num_ps)
 
 
 def gpus_per_worker(strategy) -> int:
     """GPUs each worker uses (`ParameterServerStrategyV2Extended._num_gpus_per_worker`)."""
-    return int(getattr(strategy.extended, "_num_gpus_per_worker", 0))  # pylint: disable=protected-access
+    return int(getattr(strategy.extended, "_num_gpus_per_worker", 0))
 
 
 def next_without_partial_batch(iterator):
     """``next(iterator)`` for a per-worker iterator inside a closure, without the Optional and
     ``tf.cond`` PSS adds for partial batches (`DistributedIterator.
     _get_next_no_partial_batch_handling`, input_lib.py; docs/tensorflow-notes.md)."""
-    plain = getattr(iterator, "_get_next_no_partial_batch_handling", None)  # pylint: disable=protected-access
+    plain = getattr(iterator, "_get_next_no_partial_batch_handling", None)
     return plain() if plain is not None else next(iterator)
 
 
@@ -209,71 +226,27 @@ def cache_variable_reads(variables):
     freshness counter synced to this thread's scope count first (ps_values.py,
     `CachingVariable`; docs/tensorflow-notes.md, "Read cache").
     """
-    from tensorflow.python.distribute import distribute_utils  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.distribute import distribute_utils
 
     with distribute_utils.cache_variable_reads():
         count = distribute_utils.caching_scope_local.new_cache_scope_count
         for var in variables:
             if hasattr(var, "_cache"):
-                var._cache = None  # pylint: disable=protected-access
-                var._current_new_cache_scope_count = count  # pylint: disable=protected-access
+                var._cache = None
+                var._current_new_cache_scope_count = count
         yield
 
 
 def cached_read(variable):
     """The local copy `cache_variable_reads` holds for `variable`, or None."""
-    return getattr(variable, "_cache", None)  # pylint: disable=protected-access
+    return getattr(variable, "_cache", None)
 
 
 def capture(tensor):
     """`tensor` captured into the FuncGraph being built (a loop body's placeholder for it)."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf
 
     return tf.compat.v1.get_default_graph().capture(tensor)
-
-
-# ------------------------------------------------------------------- Keras internals
-def optimizer_hyper(optimizer, name: str):
-    """The raw hyperparameter of a tf_keras legacy optimizer (`OptimizerV2._hyper`): a float,
-    a schedule, a variable or a callable; a pinned number (`pin_hyperparameters`) as the
-    number."""
-    value = optimizer._hyper[name]  # pylint: disable=protected-access
-    return value.value if isinstance(value, _Constant) else value
-
-
-def set_optimizer_hyper(optimizer, name: str, value) -> None:
-    """Replaces a hyperparameter in `OptimizerV2._hyper` directly: `optimizer.learning_rate =
-    fn` would write the function into an existing variable (`_set_hyper` -> `set_value`)."""
-    optimizer._hyper[name] = value  # pylint: disable=protected-access
-
-
-def read_hyper(optimizer, name: str):
-    """A hyperparameter as the optimizer reads it (`OptimizerV2._get_hyper`: calls a callable)."""
-    return optimizer._get_hyper(name)  # pylint: disable=protected-access
-
-
-def keras3_schedule(optimizer):
-    """The schedule object behind a Keras 3 / tf_keras (new) optimizer's learning rate, or None
-    (``BaseOptimizer._learning_rate``, keras/src/optimizers/base_optimizer.py)."""
-    lr = getattr(optimizer, "_learning_rate", None)  # pylint: disable=protected-access
-    return lr if callable(lr) and hasattr(lr, "get_config") else None
-
-
-def keras_symbolic_build() -> bool:
-    """True while tf_keras infers a layer's output on placeholders (building a functional
-    model, `clone_model`): `Layer._infer_output_signature` (tf_keras/src/engine/base_layer.py)
-    calls the layer in a scratch FuncGraph named ``<layer name>_scratch_graph``; older paths
-    use the backend's global ``keras_graph``. Nothing traced there ever runs."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-    name = getattr(tf.compat.v1.get_default_graph(), "name", "") or ""
-    return name.endswith("_scratch_graph") or name == "keras_graph"
-
-
-def pss_evaluation_shards(model) -> int:
-    """The ``pss_evaluation_shards`` a tf_keras model was compiled with (`Model.compile` sets
-    ``_pss_evaluation_shards``, tf_keras/src/engine/training.py); 0 if none."""
-    return int(getattr(model, "_pss_evaluation_shards", 0) or 0)  # pylint: disable=protected-access
 
 
 # ------------------------------------------------------------------- traced graphs
@@ -283,7 +256,7 @@ def function_graphs(graph) -> dict:
     graph and its outer graphs."""
     found = {}
     while graph is not None:
-        for name, fn in getattr(graph, "_functions", {}).items():  # pylint: disable=protected-access
+        for name, fn in getattr(graph, "_functions", {}).items():
             inner = getattr(fn, "graph", None)
             if inner is not None:
                 found.setdefault(name, inner)
@@ -294,7 +267,7 @@ def function_graphs(graph) -> dict:
 def function_def_to_graph(function_def):
     """The FuncGraph of a FunctionDef from a saved graph's library
     (``tensorflow/python/framework/function_def_to_graph.py``)."""
-    from tensorflow.python.framework import function_def_to_graph as convert  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.framework import function_def_to_graph as convert
 
     return convert.function_def_to_graph(function_def)
 
@@ -302,10 +275,10 @@ def function_def_to_graph(function_def):
 def fill_read_cache(variable, tensor) -> None:
     """Makes `tensor` what `variable`'s reads return inside the current
     `cache_variable_reads` scope (`CachingVariable._cache`, ps_values.py)."""
-    from tensorflow.python.distribute import distribute_utils  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.distribute import distribute_utils
 
-    variable._cache = tensor  # pylint: disable=protected-access
-    variable._current_new_cache_scope_count = (  # pylint: disable=protected-access
+    variable._cache = tensor
+    variable._current_new_cache_scope_count = (
         distribute_utils.caching_scope_local.new_cache_scope_count)
 
 
@@ -337,7 +310,7 @@ def sharded_container(variable):
     """The `ShardedVariable` that `variable` is a shard of, or None (each shard holds a weak
     reference to it, ``_sharded_container``, sharded_variable.py `ShardedVariableMixin`).
     tf_keras lists a sharded variable's shards one by one in ``model.weights``."""
-    ref = getattr(variable, "_sharded_container", None)  # pylint: disable=protected-access
+    ref = getattr(variable, "_sharded_container", None)
     return ref() if callable(ref) else None
 
 
@@ -355,46 +328,11 @@ def tensor_trackable():
         tf = require()
 
         class TensorTrackable(tf.__internal__.tracking.Trackable):
-            def _serialize_to_tensors(self):  # pylint: disable=protected-access
+            def _serialize_to_tensors(self):
                 return self.checkpoint_tensors()
 
-            def _restore_from_tensors(self, restored_tensors):  # pylint: disable=protected-access
+            def _restore_from_tensors(self, restored_tensors):
                 return self.restore_tensors(restored_tensors)
 
         _TENSOR_TRACKABLE = TensorTrackable
     return _TENSOR_TRACKABLE
-
-
-def create_slots(optimizer, variables) -> None:
-    """Creates the optimizer's slots for `variables` now, changing no value
-    (`OptimizerV2._create_all_weights`, optimizer_v2.py). Restoring a checkpoint needs them
-    first: restored into a ShardedVariable's container before its shards' slots exist, slot
-    values are silently dropped at the first update (docs/tensorflow-notes.md)."""
-    optimizer._create_all_weights(list(variables))  # pylint: disable=protected-access
-
-
-class _Constant:
-    """A hyperparameter compiled into the traced closures (no variable, no read from ps)."""
-
-    def __init__(self, value: float):
-        self.value = value
-
-    def __call__(self, *args):
-        return self.value
-
-    def __repr__(self) -> str:
-        return f"constant {self.value!r}"
-
-
-def pin_hyperparameters(optimizer) -> bool:
-    """Makes the plain-number hyperparameters of a tf_keras legacy optimizer constants of the
-    traced closures instead of variables on a ps (``OptimizerV2._hyper``; `_create_hypers`
-    makes a variable of every hyperparameter that is not callable, and every update then
-    reads it from its ps). Returns True if one changed since the last call: a number set
-    after the last pinning (``optimizer.learning_rate = 0.01``), which needs a new trace."""
-    changed = False
-    for name, value in list(optimizer._hyper.items()):  # pylint: disable=protected-access
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            optimizer._hyper[name] = _Constant(float(value))  # pylint: disable=protected-access
-            changed = True
-    return changed

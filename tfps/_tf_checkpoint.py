@@ -64,7 +64,7 @@ def traced_write_checkpoint(tf, internals, **objects):
     if _CLASS is None:
 
         class TracedWriteCheckpoint(tf.train.Checkpoint):
-            def _write(self, file_prefix, options=None):  # noqa: D401 - TF's own signature
+            def _write(self, file_prefix, options=None):
                 callbacks = list((options.experimental_write_callbacks or ())
                                  if options is not None else ())
                 if (tf.inside_function() or not isinstance(file_prefix, str) or

@@ -32,8 +32,8 @@ def trackable(module) -> bool:
     """Whether `module` (TF's cluster_coordinator) has what `track_closures` wraps."""
     worker = getattr(module, "Worker", None)
     queue = getattr(module, "_CoordinatedClosureQueue", None)
-    process = getattr(worker, "_process_closure", None)  # pylint: disable=protected-access
-    loop = getattr(worker, "_process_queue", None)  # pylint: disable=protected-access
+    process = getattr(worker, "_process_closure", None)
+    loop = getattr(worker, "_process_queue", None)
     handler = getattr(module, "WorkerPreemptionHandler", None)
     return (callable(process) and callable(loop)
             and "_cluster_update_lock" in handler.__init__.__code__.co_names
@@ -53,12 +53,12 @@ def track_closures(coordinator, listener) -> None:
     ``"done"``, ``"put_back"`` or ``"failed"`` (the module docstring). A closure put back and
     run again has the same key. Idempotent per coordinator (there is one per strategy).
     """
-    cluster = coordinator._cluster  # pylint: disable=protected-access
+    cluster = coordinator._cluster
     if getattr(cluster, _TRACKED, False):
         return
     local = threading.local()
     for worker in cluster.workers:
-        original = worker._process_closure  # pylint: disable=protected-access
+        original = worker._process_closure
 
         def process(closure, _index=worker.worker_index, _original=original):
             local.worker = _index
@@ -68,7 +68,7 @@ def track_closures(coordinator, listener) -> None:
             finally:
                 local.worker = None
 
-        worker._process_closure = process  # pylint: disable=protected-access
+        worker._process_closure = process
     queue = cluster.closure_queue
     for method, outcome in _OUTCOMES:
         original = getattr(queue, method)
@@ -85,10 +85,10 @@ def track_closures(coordinator, listener) -> None:
 
 def closure_name(closure) -> str:
     """The name of the function a coordinator closure runs."""
-    concrete = getattr(closure, "_concrete_function", None)  # pylint: disable=protected-access
+    concrete = getattr(closure, "_concrete_function", None)
     name = getattr(concrete, "name", None)
     if name is None:
-        function = getattr(closure, "_function", None)  # pylint: disable=protected-access
+        function = getattr(closure, "_function", None)
         name = getattr(function, "__name__", "?")
     return name.decode() if isinstance(name, bytes) else str(name)
 
@@ -104,14 +104,14 @@ def unblock_exit(coordinator_ref) -> bool:
     coordinator: while a reconnection is in flight, `stop` no longer waits for it.
     """
     coordinator = coordinator_ref()
-    cluster = getattr(coordinator, "_cluster", None)  # pylint: disable=protected-access
+    cluster = getattr(coordinator, "_cluster", None)
     handler = getattr(cluster, "failure_handler", None)
-    lock = getattr(handler, "_cluster_update_lock", None)  # pylint: disable=protected-access
+    lock = getattr(handler, "_cluster_update_lock", None)
     if lock is None or not lock.locked():
         return False
 
     def stop():
-        handler._should_preemption_thread_run = False  # pylint: disable=protected-access
+        handler._should_preemption_thread_run = False
 
     handler.stop = stop
     return True

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["ServerStartError", "load_session_extension", "server_def", "start_server"]
 

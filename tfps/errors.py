@@ -110,7 +110,7 @@ def surfaced():
         yield
     except TfpsError:
         raise
-    except Exception as e:  # noqa: BLE001 - re-raised unless it wraps one of ours
+    except Exception as e:
         inner, seen = e, set()
         while inner is not None and id(inner) not in seen and not isinstance(inner, TfpsError):
             seen.add(id(inner))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from tfps import _env, _tf, policy, validate
 from tfps.cluster import Cluster
@@ -51,7 +51,7 @@ _IN_PROCESS_SERVERS: list = []
 
 def make_partitioner(num_ps: int, min_shard_bytes: int = DEFAULT_MIN_SHARD_BYTES,
                      max_shards: int | None = None):
-    """A `MinSizePartitioner`: shards >= `min_shard_bytes`, at most `max_shards` (default num_ps)."""
+    """A `MinSizePartitioner`: shards >= `min_shard_bytes`, at most `max_shards` (or num_ps)."""
     tf = _tf.require()
 
     validate.integer("num_ps", num_ps, low=1, high=_MAX_PS)

@@ -11,9 +11,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import workloads  # noqa: E402  (sets TF_USE_LEGACY_KERAS before TF loads)
+import workloads  # first: sets TF_USE_LEGACY_KERAS before TensorFlow loads
 
-import tensorflow as tf  # noqa: E402
+# isort: split
+import tensorflow as tf
 
 
 def main():

@@ -9,9 +9,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import workloads  # noqa: E402
+import workloads  # first: sets TF_USE_LEGACY_KERAS before TensorFlow loads
 
-import tensorflow as tf  # noqa: E402
+# isort: split
+import tensorflow as tf
 
 
 def main():

@@ -12,9 +12,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import workloads  # noqa: E402  (plain TF; sets TF_USE_LEGACY_KERAS before TF loads)
+import workloads  # first: sets TF_USE_LEGACY_KERAS before TensorFlow loads
 
-import tensorflow as tf  # noqa: E402
+# isort: split
+import tensorflow as tf
 
 
 def main():

@@ -10,13 +10,15 @@ step is the plain one: tape, gradients, ``optimizer.apply_gradients``. Prints
 """
 
 import argparse
+import operator
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import workloads  # noqa: E402  (plain TF; sets TF_USE_LEGACY_KERAS before TF loads)
+import workloads  # first: sets TF_USE_LEGACY_KERAS before TensorFlow loads
 
-import tensorflow as tf  # noqa: E402
+# isort: split
+import tensorflow as tf
 
 
 def main():
@@ -53,8 +55,8 @@ def main():
         batches = next(iterator)
         loss = tf.constant(0.0)
         for i in tf.range(k):
-            loss = strategy.run(replica_fn, args=(tf.nest.map_structure(lambda t: t[i],
-                                                                        batches),))
+            loss = strategy.run(replica_fn,
+                                args=(tf.nest.map_structure(operator.itemgetter(i), batches),))
         return loss
 
     def run(steps):

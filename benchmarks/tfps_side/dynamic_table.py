@@ -8,10 +8,11 @@ static sharded ``Embedding`` of ``--num_ids`` rows (``--table static``). Same id
 
 import time
 
-import side  # noqa: I001  (tfps first: binds tf.keras to tf_keras)
+import side
 import tensorflow as tf
-import tfps
 import workloads
+
+import tfps
 
 
 def build(table: str, num_ids: int):

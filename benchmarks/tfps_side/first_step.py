@@ -11,7 +11,7 @@ import sys
 import tfps  # first: binds tf.keras to tf_keras
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import workloads  # noqa: E402
+import workloads
 
 
 def main():

@@ -11,12 +11,13 @@ import os
 import sys
 
 import tfps  # first: binds tf.keras to tf_keras
+
+# isort: split
 import tfps.keras
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import workloads  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
+import workloads
 
 
 def main():

@@ -1,7 +1,7 @@
 """tfps side of ``quality_guard``: train the clicks workload for ``--steps`` steps in the mode
 the flags pick, then print the held-out AUC (``bench: auc=... oracle=...``)."""
 
-import side  # noqa: I001  (tfps first)
+import side
 import tensorflow as tf
 import workloads
 

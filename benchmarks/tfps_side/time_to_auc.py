@@ -8,7 +8,7 @@ chief. Prints ``bench: seconds=<training seconds> steps=<trained> auc=... oracle
 
 import time
 
-import side  # noqa: I001  (tfps first)
+import side
 import tensorflow as tf
 import workloads
 

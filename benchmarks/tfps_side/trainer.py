@@ -9,7 +9,7 @@ outside, after a warm-up call that traces the closures. Prints ``bench: steps_pe
 
 import time
 
-import side  # noqa: I001  (tfps first: binds tf.keras to tf_keras)
+import side
 import workloads
 
 

@@ -18,8 +18,8 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
-from conftest import REPO  # noqa: E402
 RUN = os.path.join(REPO, "benchmarks", "run.py")
 ROW_NAMES = ["trainer_overhead", "default_vs_tutorial", "ps_vs_local", "ps_vs_local_per_step",
              "closure_vs_loop", "closure_vs_loop_per_step", "ps_capacity",
@@ -67,7 +67,7 @@ def _check(rows, names, text):
         if row["name"] in COUNTED:
             traffic = row["traffic"]
             assert set(traffic) == COUNTED[row["name"]], row
-            for name, side in traffic.items():
+            for side in traffic.values():
                 assert {"tensors", "bytes", "ps_ops"} <= set(side), row
                 if side != NO_PS_SIDE:  # a one-process baseline has no traced closure
                     assert "ops" in side, row

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, kill_group, latest_recorded, task_env
 
 CHIEF = r"""
@@ -56,7 +55,7 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
     script.write_text(CHIEF)
     model_dir = str(tmp_path / "model")
     ckpt_dir = os.path.join(model_dir, "checkpoints")
-    for attempt in range(2):
+    for _attempt in range(2):
         proc = subprocess.Popen([sys.executable, str(script), model_dir, "save"], cwd=REPO,
                                 env=task_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True, start_new_session=True)

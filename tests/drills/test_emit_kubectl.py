@@ -20,7 +20,6 @@ import sys
 
 import pytest
 import yaml
-
 from k8s_check import admission_errors, kubectl, kubectl_read, schema_errors
 
 LAUNCHER = os.path.join(os.path.dirname(sys.executable), "tfps-launch")

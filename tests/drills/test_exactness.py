@@ -23,7 +23,6 @@ import signal
 import time
 
 import pytest
-
 from conftest import REPO, assert_all_dead, result_line
 
 RECSYS = os.path.join(REPO, "examples", "recsys.py")

@@ -17,7 +17,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, assert_all_dead, communicate, kill_group, result_line
 
 RECSYS = os.path.join(REPO, "examples", "recsys.py")

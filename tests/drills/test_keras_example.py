@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import REPO, kill_group, result_line, run_chief, task_env
 
 EXAMPLE = os.path.join(REPO, "examples", "keras_fit.py")

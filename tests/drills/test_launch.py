@@ -17,8 +17,8 @@ import textwrap
 import time
 
 import pytest
-
 from conftest import REPO, assert_all_dead, pid_alive, result_line, task_env
+
 from tfps.cluster import free_ports
 
 EXAMPLE = os.path.join(REPO, "examples", "linear_regression.py")

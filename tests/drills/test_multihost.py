@@ -20,8 +20,8 @@ import textwrap
 import time
 
 import pytest
-
 from conftest import REPO, TF_ENV, communicate, result_line
+
 from tfps.cluster import free_ports
 from tfps.emit.tfjob import TFJobSpec
 
@@ -34,7 +34,8 @@ TRAIN_SCRIPT = textwrap.dedent("""
     import json, os, sys
     import tfps
 
-    # tfps-launch hands the script the TF_CONFIG of its task (the evaluator's lists the whole cluster).
+    # tfps-launch hands the script the TF_CONFIG of its task (the evaluator's lists the whole
+    # cluster).
     config = json.loads(os.environ["TF_CONFIG"])
     task_type = config["task"]["type"]
     seen = ",".join(sorted(config["cluster"]))

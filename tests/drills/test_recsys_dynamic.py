@@ -11,9 +11,7 @@ import sys
 import time
 
 import pytest
-
-from conftest import (REPO, assert_all_dead, kill_group, latest_recorded, result_line,
-                      task_env)
+from conftest import REPO, assert_all_dead, kill_group, latest_recorded, result_line, task_env
 
 RECSYS_DYNAMIC = os.path.join(REPO, "examples", "recsys_dynamic.py")
 
@@ -137,7 +135,8 @@ def digest():
     for key in sorted(merged):
         h.update(repr(key).encode() + merged[key])
     rows = sum(len(s["keys"]) for s in table.snapshot())
-    return f"{h.hexdigest()} rows={rows} w={hashlib.sha256(trainer.model.w.numpy().tobytes()).hexdigest()[:16]}"
+    w = hashlib.sha256(trainer.model.w.numpy().tobytes()).hexdigest()[:16]
+    return f"{h.hexdigest()} rows={rows} w={w}"
 
 print("restored", trainer.restored_step, digest(), flush=True)
 if sys.argv[2] == "save":

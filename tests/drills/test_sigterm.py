@@ -9,7 +9,6 @@ import textwrap
 import time
 
 import pytest
-
 from conftest import assert_all_dead
 
 # A chief that saves for a while when asked to stop (what a checkpointing script does).

@@ -22,7 +22,6 @@ import sys
 import time
 
 import pytest
-
 import slurm_fixture
 from conftest import REPO, result_line
 from test_slurm import job_env, read, submit, wait_job

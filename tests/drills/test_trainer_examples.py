@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from conftest import REPO, assert_all_dead, result_line
 
 RECSYS = os.path.join(REPO, "examples", "recsys.py")

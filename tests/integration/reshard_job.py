@@ -23,6 +23,7 @@ import sys
 
 import tfps  # first: binds tf.keras to tf_keras
 
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf

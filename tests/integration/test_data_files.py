@@ -58,8 +58,8 @@ def dispatcher():
                for _ in range(2)]
     yield server.target
     for worker in workers:
-        worker._stop()  # noqa: SLF001 - TF's servers have no public stop
-    server._stop()  # noqa: SLF001
+        worker._stop()  # TF's servers have no public stop
+    server._stop()
 
 
 @pytest.fixture(scope="module")

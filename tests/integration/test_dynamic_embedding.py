@@ -145,10 +145,11 @@ def test_admission_and_eviction_match_the_reference(strategy, policy):
 
 def test_checkpoint_restores_exactly_into_other_shard_counts(strategy, tmp_path):
     import tensorflow as tf
+    import tf_keras
+
+    from tfps.layers._tables import ShardedTables
     from tfps.layers.config import TableConfig
     from tfps.train import optim_math
-    import tf_keras
-    from tfps.layers._tables import ShardedTables
     config = TableConfig(dim=3, min_count=2, initializer="normal")
     rule = optim_math.rule_for(tf_keras.optimizers.legacy.Adam(0.1))
     source = ShardedTables(config, "src")
@@ -451,8 +452,9 @@ def test_bad_input_is_refused_with_the_argument_and_the_value(strategy):
 
 
 def test_keras_fit_refuses_the_model(strategy):
-    import tfps.keras
     import tensorflow as tf
+
+    import tfps.keras
     with strategy.scope():
         ids = tf.keras.Input([2], dtype=tf.int64)
         out = tf.keras.layers.Dense(1)(tf.keras.layers.Flatten()(
@@ -467,6 +469,7 @@ def test_keras_fit_refuses_the_model(strategy):
 def test_string_keys_in_a_keras3_model(strategy, tmp_path):
     import keras
     import tensorflow as tf
+
     from tfps.layers import keras3
 
     def build():

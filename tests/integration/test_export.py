@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import REPO, communicate, kill_group, task_env
 
 import tfps
-from conftest import REPO, communicate, kill_group, task_env
 from tfps.errors import ConfigError
 
 NUM_IDS, DIM, BATCH = 20_000, 8, 64  # a 640 KB table: two shards on two ps tasks

@@ -22,9 +22,8 @@ import sys
 import tempfile
 import time
 
-import pytest
-
 import hostile_cases as H
+import pytest
 from conftest import REPO, kill_group, pid_alive
 
 MODULES = {"launch": "tfps.launch", "server": "tfps.server", "export": "tfps.export"}

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, assert_all_dead, pid_alive
 
 NOTEBOOK = os.path.join(REPO, "examples", "colab_demo.ipynb")

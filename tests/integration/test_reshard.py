@@ -18,7 +18,6 @@ import sys
 import time
 
 import numpy as np
-
 from conftest import REPO, communicate, kill_group, task_env
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reshard_job.py")

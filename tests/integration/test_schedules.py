@@ -9,14 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-
+import tensorflow as tf
+import tf_keras
 from conftest import REPO, task_env
 
-import tensorflow as tf  # noqa: E402  (conftest sets TF_USE_LEGACY_KERAS first)
-import tf_keras  # noqa: E402
-
-from tfps import schedules  # noqa: E402
-from tfps.errors import ConfigError  # noqa: E402
+from tfps import schedules
+from tfps.errors import ConfigError
 
 W = 10  # warm-up steps of every case
 DS = 100  # decay steps

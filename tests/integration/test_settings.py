@@ -274,7 +274,7 @@ def test_clipping_is_the_optimizers_own_per_step(strategy, optimizer, fuse):
     trainer = _trainer(strategy, model, optimizer, fuse_dense=fuse)
     trainer.train(STEPS)
     # several dense variables on one ps: fused (which are is not public)
-    assert (trainer._steps.fused is not None) == fuse  # noqa: SLF001 - see the line above
+    assert (trainer._steps.fused is not None) == fuse
     got, want = _weights(model), _reference(optimizer, initial, dynamic=False, deep=True)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], atol=ATOL, err_msg=key)

@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, run_chief
 
 import tfps
 from tfps import errors
-from conftest import REPO, run_chief
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,7 @@ def test_task_server_starts_without_importing_tensorflow():
     import sys
 
     from conftest import kill_group, task_env
+
     from tfps.cluster import free_ports
 
     ps, worker, chief = (f"localhost:{p}" for p in free_ports(3))

@@ -324,9 +324,17 @@ def test_keras3_model_and_optimizer(strategy):
         options=tfps.TrainerOptions(steps_per_closure=10, log_every=0))
     assert type(trainer.optimizer).__module__.startswith("tf_keras")  # converted
     assert all("/job:ps/" in v.value.device for v in trainer.model.trainable_variables)
-    first = trainer.train(20).loss
-    last = trainer.train(300).loss
-    assert last < 0.2 * first, (first, last)
+    # Judge the model, not one step's batch loss: two async workers with momentum 0.9 make the
+    # last step's loss bounce (seen 0.003..0.7 at step 300), the whole-set error does not.
+    x_eval = np.random.default_rng(0).normal(size=(512, 4)).astype("float32")
+
+    def mse():
+        return float(np.mean((trainer.model(x_eval).numpy() - x_eval @ w_true) ** 2))
+
+    before = mse()
+    trainer.train(300)
+    after = mse()
+    assert after < 0.2 * before, (before, after)
 
 
 @pytest.mark.parametrize("kwargs, needle", [

@@ -83,7 +83,7 @@ def test_every_trainer_argument_kind_has_bad_values():
 
 
 def test_every_export_flag_has_cases():
-    actions = export_cli.parser()._actions  # noqa: SLF001 - argparse lists its flags nowhere else
+    actions = export_cli.parser()._actions  # argparse lists its flags nowhere else
     dests = {a.dest for a in actions if a.option_strings} - {"help"}
     assert dests == set(H.EXPORT_FLAGS), "add the new flag to EXPORT_FLAGS"
     ids = {c.id for c in H.CASES}

@@ -10,13 +10,13 @@ import os
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from tfps.cluster import TaskId
 from tfps.errors import TfpsError
 from tfps.launch import cli
+from tfps.launch.config import DoctorConfig, EmitConfig, LaunchConfig, config_from_args
 from tfps.launch.run import namespaces
-from tfps.launch.config import (DoctorConfig, EmitConfig, LaunchConfig, config_from_args)
 from tfps.launch.run.failures import Death, Failure, decide, describe_exit, failure_table
 from tfps.launch.run.plan import gpu_devices, parse_fault
 
@@ -235,7 +235,8 @@ def test_errors_are_tfps_errors_never_tracebacks():
 # ------------------------------------------------------------------------------ terminal noise
 _CUINIT = (b"E0000 00:00:1796052675.039419       6 cuda_platform.cc:52] failed call to cuInit: "
            b"INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)")
-_PRE_INIT = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+_PRE_INIT = (b"WARNING: All log messages before absl::InitializeLog() is called are written "
+             b"to STDERR")
 
 
 def _terminal_and_log(tmp_path, monkeypatch, *, gpu: bool, verbose: bool = False):

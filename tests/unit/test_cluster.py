@@ -7,12 +7,12 @@ import json
 import os
 
 import pytest
+from conftest import REPO
 
 import tfps
 from tfps import errors
 from tfps.cluster import TaskId, task_from_env
 
-from conftest import REPO  # noqa: E402
 SPECS = sorted(glob.glob(os.path.join(REPO, "cluster_specs", "*.yaml"))
                + glob.glob(os.path.join(REPO, "cluster_specs", "*.json")))
 GOOD = {"chief": ["h0:2222"], "ps": ["h1:2222", "h2:2222"], "worker": ["h3:2222"]}
@@ -94,15 +94,18 @@ BAD_SPECS = {
     "duplicate": ("ps: ['h:2']\nworker: ['h:2']\n",
                   "worker[0]: address 'h:2' is already used by ps[0]"),
     "port_not_int": ("ps: [h:1, 'h:abc']\nworker: [h:3]\n", "ps[1]: port 'abc' is not an integer"),
-    "port_too_big": ("ps: ['h:70000']\nworker: [h:3]\n", "ps[0]: port 70000 is out of range 1-65535"),
+    "port_too_big": ("ps: ['h:70000']\nworker: [h:3]\n",
+                     "ps[0]: port 70000 is out of range 1-65535"),
     "port_zero": ("ps: ['h:0']\nworker: [h:3]\n", "ps[0]: port 0 is out of range 1-65535"),
-    "no_port": ("ps: [h]\nworker: [h:3]\n", "ps[0]: address 'h' has no port (expected 'host:port')"),
+    "no_port": ("ps: [h]\nworker: [h:3]\n",
+                "ps[0]: address 'h' has no port (expected 'host:port')"),
     "empty_host": ("ps: [':2222']\nworker: [h:3]\n", "ps[0]: empty host in address ':2222'"),
     "role_not_list": ("ps: 'h:2'\nworker: [h:3]\n",
                       "ps: expected a list of 'host:port' strings, got str 'h:2'"),
     "address_not_str": ("ps: [2222]\nworker: [h:3]\n",
                         "ps[0]: expected a 'host:port' string, got int 2222"),
-    "top_not_mapping": ("- h:1\n- h:2\n", "expected a mapping of role to a list of 'host:port', got list"),
+    "top_not_mapping": ("- h:1\n- h:2\n",
+                        "expected a mapping of role to a list of 'host:port', got list"),
     "unparsable": ("ps: [h:1\nworker: x\n", "not valid YAML:"),
     "empty_file": ("", "file is empty"),
 }

@@ -15,9 +15,9 @@ import re
 
 import pytest
 import yaml
-
-from conftest import REPO  # noqa: E402
+from conftest import REPO
 from k8s_check import schema_errors
+
 from tfps import errors
 from tfps.emit import kube, resources
 from tfps.emit.job import default_name

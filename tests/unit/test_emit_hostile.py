@@ -9,9 +9,9 @@ import collections
 import os
 import re
 
+import hostile_cases as H
 import pytest
 
-import hostile_cases as H
 from tfps.emit import cli as emit_cli
 from tfps.launch import cli
 

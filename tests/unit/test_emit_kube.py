@@ -14,8 +14,8 @@ import json
 
 import pytest
 import yaml
-
 from k8s_check import admission_errors, schema_errors
+
 from tfps import Cluster, errors
 from tfps.cluster.model import task_from_env
 from tfps.emit import resources, trainjob, volcano
@@ -88,9 +88,9 @@ def test_network_policy_selects_the_pods_by_the_label_the_engine_sets(engine):
     policy = objects[-1]
     [(label, value)] = policy["spec"]["podSelector"]["matchLabels"].items()
     assert value == "mnist"
-    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": {label: value}}}],
-                                          "ports": [{"protocol": "TCP", "port": 2222},
-                                          {"protocol": "UDP", "port": 2222}]}]
+    pods = {"podSelector": {"matchLabels": {label: value}}}
+    ports = [{"protocol": "TCP", "port": 2222}, {"protocol": "UDP", "port": 2222}]
+    assert policy["spec"]["ingress"] == [{"from": [pods], "ports": ports}]
     for template in pod_templates(engine, objects).values():
         assert template["metadata"]["labels"][label] == "mnist"
 

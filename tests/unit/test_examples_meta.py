@@ -13,7 +13,6 @@ import glob
 import os
 
 import pytest
-
 from conftest import REPO
 
 EXAMPLES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "examples", "*.py"))

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from tfps.errors import ConfigError, TfpsError
 from tfps.checkpoints import latest_checkpoint
+from tfps.errors import ConfigError, TfpsError
 from tfps.export import paths
 
 

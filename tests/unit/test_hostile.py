@@ -1,7 +1,7 @@
 """Hostile input, in-process (issue 16): every case of ``tests/hostile_cases.py`` through the
-real `main` of ``tfps-launch``, ``tfps.server`` or ``tfps.export``: exit 2, one line on stderr, no traceback,
-within 30 s, nothing started, nothing left behind. Also the pure Python API: bad arguments
-raise a `tfps.errors.TfpsError` that names the argument and the value.
+real `main` of ``tfps-launch``, ``tfps.server`` or ``tfps.export``: exit 2, one line on stderr,
+no traceback, within 30 s, nothing started, nothing left behind. Also the pure Python API: bad
+arguments raise a `tfps.errors.TfpsError` that names the argument and the value.
 
 Nothing here may start a process or enter a namespace: the fixture replaces what would
 (`subprocess.Popen`, the supervisor, the namespaces) with stand-ins that fail the test.
@@ -15,9 +15,9 @@ import os
 import subprocess
 import time
 
+import hostile_cases as H
 import pytest
 
-import hostile_cases as H
 import tfps
 from tfps import server
 from tfps.errors import TfpsError

@@ -166,8 +166,8 @@ def test_a_log_file_on_a_full_disk_is_one_line_and_the_terminal_keeps_everything
     out, err = io.StringIO(), io.StringIO()
     output = logs.Output(str(tmp_path), out=out, err=err)
     # Every write to /dev/full fails with ENOSPC: the launcher's own log moves there.
-    output._launcher_log.close()  # noqa: SLF001 - a full disk under the launcher's own log
-    output._launcher_log = open("/dev/full", "a")  # noqa: SLF001 - idem
+    output._launcher_log.close()  # a full disk under the launcher's log
+    output._launcher_log = open("/dev/full", "a")
     read, write = os.pipe()
     output.pump(os.fdopen(read, "rb"), "worker:1", open("/dev/full", "ab"))
     os.write(write, b"first\nsecond\n")

@@ -8,7 +8,6 @@ and while a unit test runs, in this process and in the processes it starts; so a
 from __future__ import annotations
 
 import importlib
-import os
 
 import pytest
 

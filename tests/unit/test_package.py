@@ -5,10 +5,10 @@ import importlib.metadata
 import os
 
 import pytest
+from conftest import REPO
 
 import tfps
 from tfps import _env
-from conftest import REPO
 
 
 def test_version():

@@ -11,8 +11,13 @@ import pytest
 
 from tfps import Cluster, errors
 from tfps.cluster import task_from_env
-from tfps.cluster.slurm import (evaluator_tf_config, expand_hostlist, expand_tasks_per_node,
-                                job_port_base, slurm_jobs)
+from tfps.cluster.slurm import (
+    evaluator_tf_config,
+    expand_hostlist,
+    expand_tasks_per_node,
+    job_port_base,
+    slurm_jobs,
+)
 from tfps.emit.slurm import SlurmSpec
 
 

@@ -18,7 +18,6 @@ import collections
 import os
 
 import pytest
-
 from conftest import REPO
 
 ROOT = os.path.join(REPO, "tfps")

@@ -42,7 +42,7 @@ class Keras3Variables(tf.Module):
     """
 
     def __init__(self, model):
-        from tfps.layers.dynamic_embedding import tables_of  # pylint: disable=g-import-not-at-top
+        from tfps.layers.dynamic_embedding import tables_of
 
         super().__init__(name="keras3_variables")
         self.values = [tf_variable(v) for v in model.variables]

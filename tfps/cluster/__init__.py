@@ -16,9 +16,19 @@ Nothing here imports TensorFlow: the launcher and the task servers read clusters
 """
 
 from tfps.cluster.address import is_loopback_host, split_address
-from tfps.cluster.model import (ALL_ROLES, DATA_ROLES, DEFAULT_NUM_PS, DEFAULT_NUM_WORKERS,
-                                MAX_LOCAL_TASKS, ROLES, TRAINING_ROLES, Cluster, TaskId,
-                                task_from_env, tf_config_task)
+from tfps.cluster.model import (
+    ALL_ROLES,
+    DATA_ROLES,
+    DEFAULT_NUM_PS,
+    DEFAULT_NUM_WORKERS,
+    MAX_LOCAL_TASKS,
+    ROLES,
+    TRAINING_ROLES,
+    Cluster,
+    TaskId,
+    task_from_env,
+    tf_config_task,
+)
 from tfps.cluster.ports import free_ports, port_in_use
 
 __all__ = ["ALL_ROLES", "DATA_ROLES", "DEFAULT_NUM_PS", "DEFAULT_NUM_WORKERS",

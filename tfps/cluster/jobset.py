@@ -33,7 +33,7 @@ pods are that role's tasks, and hands each container (downward API and plain val
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from tfps.errors import ClusterSpecError
 

@@ -39,7 +39,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from tfps import validate
 from tfps.cluster import jobset, slurm, specio
@@ -92,7 +93,7 @@ class TaskId:
         return f"{self.type}:{self.index}"
 
     @classmethod
-    def parse(cls, text: str) -> "TaskId":
+    def parse(cls, text: str) -> TaskId:
         """Parses ``"worker:1"`` or ``"chief"``; raises `ConfigError` naming the text."""
         shown = validate.describe(text, 40)
         role, sep, index = str(text).partition(":")
@@ -158,7 +159,7 @@ class Cluster:
 
     # ----------------------------------------------------------------------------- builders
     @classmethod
-    def from_dict(cls, spec: Any, source: str | None = None) -> "Cluster":
+    def from_dict(cls, spec: Any, source: str | None = None) -> Cluster:
         """Builds a cluster from ``{"chief": [...], "ps": [...], "worker": [...]}``.
 
         A ``TF_CONFIG``-shaped dict (``{"cluster": {...}, "task": ...}``) is accepted too.
@@ -178,7 +179,7 @@ class Cluster:
         return cls(**{role: spec.get(role, ()) for role in ALL_ROLES}, source=source)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "Cluster":
+    def from_file(cls, path: str | os.PathLike) -> Cluster:
         """Loads a YAML or JSON spec file (format: ``cluster_specs/README.md``).
 
         The reader is bounded (`tfps.cluster.specio`): a regular file of at most 1 MiB, no duplicate
@@ -194,7 +195,7 @@ class Cluster:
     def local(cls, num_ps: int = DEFAULT_NUM_PS, num_workers: int = DEFAULT_NUM_WORKERS,
               chief: bool = True,
               evaluator: bool = False, host: str = "localhost",
-              data_workers: int = 0) -> "Cluster":
+              data_workers: int = 0) -> Cluster:
         """All tasks on this machine, on free ports chosen by the OS.
 
         >>> c = Cluster.local(num_ps=1, num_workers=3)
@@ -220,7 +221,7 @@ class Cluster:
                       for role, n in counts.items()}, source="local")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Cluster":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Cluster:
         """The cluster an engine describes: ``TF_CONFIG`` (Kubeflow's TFJob, Volcano's
         tensorflow plugin), else a Slurm job step (`tfps.cluster.slurm`), else a JobSet pod
         (Kubeflow Trainer's TrainJob, `tfps.cluster.jobset`). The evaluator is in it when the

@@ -32,7 +32,7 @@ import json
 import os
 import re
 import socket
-from typing import Mapping
+from collections.abc import Mapping
 
 from tfps.cluster.address import split_address
 from tfps.errors import ClusterSpecError

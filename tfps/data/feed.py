@@ -12,7 +12,8 @@ name the records (not a position in a shared iterator) reads the same records ag
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 __all__ = ["ClosureInput", "Feed", "after_restore", "before_save", "checkpoint_objects",
            "explain", "steps_per_epoch"]

@@ -16,7 +16,7 @@ name records (`tfps.data.feed`) reads the same ones again.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from tfps import _tf
 from tfps.data.feed import Feed

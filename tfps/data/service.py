@@ -53,7 +53,7 @@ def serve(role: str, address: str, dispatcher: str | None = None,
     if reason:
         raise ServeError(f"cannot serve {role} on {address}: port {port} is not free "
                          f"({reason})")
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (after the port check)
+    import tensorflow as tf  # after the port check
 
     service = tf.data.experimental.service
     try:

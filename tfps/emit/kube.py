@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from tfps.emit import resources
 from tfps.errors import ConfigError

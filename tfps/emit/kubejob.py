@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from tfps import _cli, validate
 from tfps._env import TASK_ENV

@@ -23,7 +23,7 @@ import dataclasses
 import re
 import shutil
 import subprocess
-from typing import Sequence
+from collections.abc import Sequence
 
 from tfps import validate
 from tfps.errors import ConfigError

@@ -211,8 +211,8 @@ def _parse_module_flags(spec: str, flag_args: list[str]) -> None:
 
 
 def _read_checkpoint(model, prefix: str, spec: str) -> None:
-    from tfps import _tf  # pylint: disable=g-import-not-at-top
-    from tfps.checkpoints.manager import restore_model  # pylint: disable=g-import-not-at-top
+    from tfps import _tf
+    from tfps.checkpoints.manager import restore_model
 
     tf = _tf.require()
     # A checkpoint that does not fit makes TF warn, at exit, about every value it did not
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         with _tf_lines_hidden():
             builder = _load_builder(args.model, where, name, flag_args)
-            from tfps.export.saved_model import export_saved_model  # pylint: disable=g-import-not-at-top
+            from tfps.export.saved_model import export_saved_model
 
             model = _build(builder, args.model)
             _read_checkpoint(model, prefix, args.model)

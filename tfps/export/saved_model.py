@@ -143,7 +143,7 @@ def _dynamic_tables(model, copy) -> list:
     layers, whose process never imported `tfps.layers`."""
     if "tfps.layers.dynamic_embedding" not in sys.modules:
         return []
-    from tfps.layers.serving import copy_tables  # pylint: disable=g-import-not-at-top
+    from tfps.layers.serving import copy_tables
 
     return list(copy_tables(model, copy))
 

@@ -91,11 +91,11 @@ def _build(model, builder: Callable | None):
                               f"Received: builder={builder!r:.80}")
         return builder()
     if is_keras3(model):
-        import keras  # pylint: disable=g-import-not-at-top
+        import keras
 
         clone = keras.models.clone_model
     elif _is_tf_keras(model):
-        import tf_keras  # pylint: disable=g-import-not-at-top
+        import tf_keras
 
         clone = tf_keras.models.clone_model
     else:

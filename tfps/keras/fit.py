@@ -203,7 +203,7 @@ def _is_pss(model) -> bool:
 def _refuse_dynamic_embeddings(model) -> None:
     """tf_keras `fit` has no step hook for the per-row updates of a `DynamicEmbedding`
     (`tfps.layers`): its rows are not variables, so `fit`'s optimizer would never train them."""
-    from tfps.layers.dynamic_embedding import tables_of  # pylint: disable=g-import-not-at-top
+    from tfps.layers.dynamic_embedding import tables_of
 
     tables = tables_of(model)
     if tables:

@@ -44,7 +44,7 @@ def export(model, path, *, overwrite: bool = False, builder: Callable | None = N
     if not isinstance(model, tf_keras.Model):
         raise validate.fail("model", model, "a tf_keras model (Keras 3 models train with "
                             "tfps.Trainer: use trainer.export)")
-    from tfps.export.saved_model import export_saved_model  # pylint: disable=g-import-not-at-top
+    from tfps.export.saved_model import export_saved_model
 
     return export_saved_model(model, path, builder=builder, serving_fn=serving_fn,
                               input_signature=input_signature, overwrite=overwrite)

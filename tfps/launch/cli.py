@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from tfps import _cli, _env
 from tfps.cluster import DEFAULT_NUM_PS, DEFAULT_NUM_WORKERS, split_address
 from tfps.errors import ConfigError, TfpsError
 from tfps.launch import config as _config
-from tfps.launch.config import (DoctorConfig, EmitConfig, LaunchConfig, UsageError,
-                                config_from_args)
+from tfps.launch.config import DoctorConfig, EmitConfig, LaunchConfig, UsageError, config_from_args
 from tfps.launch.run.plan import TaskPlan, plan_tasks
 
 __all__ = ["LaunchConfig", "UsageError", "config_from_args", "main", "parse", "parser",
@@ -94,8 +93,8 @@ def parser() -> argparse.ArgumentParser:
                         "more, 10x the slowest it saw)")
     g.add_argument("--inject-fault", action="append", metavar="TASK@TIME",
                    help="SIGKILL TASK at TIME after start, e.g. worker:0@30s (repeatable)")
-    from tfps.emit import cli as emit_cli  # noqa: PLC0415 - their flags, not their work
-    from tfps.launch import doctor  # noqa: PLC0415
+    from tfps.emit import cli as emit_cli
+    from tfps.launch import doctor
     emit_cli.add_arguments(p)
     doctor.add_arguments(p)
     p.add_argument("script", nargs="?", metavar="SCRIPT",

@@ -16,12 +16,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import socket
-from typing import Sequence
+from collections.abc import Sequence
 
 from tfps import _cli
 from tfps._cli import UsageError  # re-exported: the launcher's error type
-from tfps.cluster import (DEFAULT_NUM_PS, DEFAULT_NUM_WORKERS, MAX_LOCAL_TASKS, Cluster, TaskId,
-                          is_loopback_host, split_address, task_from_env)
+from tfps.cluster import (
+    DEFAULT_NUM_PS,
+    DEFAULT_NUM_WORKERS,
+    MAX_LOCAL_TASKS,
+    Cluster,
+    TaskId,
+    is_loopback_host,
+    split_address,
+    task_from_env,
+)
 from tfps.emit import cli as emit_cli
 from tfps.emit.job import JobSpec
 from tfps.errors import ClusterSpecError, ConfigError
@@ -44,9 +52,9 @@ EmitConfig = JobSpec
 
 # Flags (argparse dests) each mode accepts. Anything else given is refused.
 _CLUSTER = {"num_ps", "num_workers", "evaluator", "spec"}
-_LAUNCH = _CLUSTER | {"data_workers", "task", "from_env", "gpus_per_worker", "network", "log_dir", "verbose",
-                      "dry_run", "max_restarts", "grace_period", "inject_fault", "hang_timeout",
-                      "metrics_port"}
+_LAUNCH = _CLUSTER | {"data_workers", "task", "from_env", "gpus_per_worker", "network", "log_dir",
+                      "verbose", "dry_run", "max_restarts", "grace_period", "inject_fault",
+                      "hang_timeout", "metrics_port"}
 _DOCTOR = {"num_ps", "num_workers", "spec", "doctor", "model_bytes", "ps_memory"}
 # How each dest is spelled on the command line, for messages.
 _FLAG = {"slurm_time": "--time"}

@@ -26,7 +26,7 @@ import importlib.metadata
 import math
 import os
 import socket
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from tfps import policy
 from tfps._units import human_bytes, parse_bytes

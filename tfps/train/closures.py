@@ -11,7 +11,8 @@ closure as last traced (`tfps.train.traffic`).
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from tfps import _tf
 from tfps.data.feed import ClosureInput, Feed
@@ -116,7 +117,7 @@ class Closures:
         self._started = True
         self.data.start(self._coordinator, self._steps.strategy, steps_per_closure)
 
-    def schedule(self, num_steps: int) -> tuple[int, "Scheduled"]:
+    def schedule(self, num_steps: int) -> tuple[int, Scheduled]:
         """Schedules one closure of at most `num_steps` steps (fewer where the input ends an
         epoch); returns its steps and its `Scheduled` result."""
         if not self._started:  # the packing measurement: one batch per element

@@ -13,7 +13,8 @@ exactly one result per shard: every batch counts once, whatever fails.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -262,7 +262,7 @@ def attach(*, loop, coordinator, num_workers: int, traffic: Callable | None = No
       num_workers: workers in the cluster.
       traffic: ``traffic() -> Traffic`` (bytes per step), or None.
     """
-    from tfps import _tf  # pylint: disable=g-import-not-at-top
+    from tfps import _tf
 
     # A worker TF still reconnects to must not keep the chief from exiting (`_tf.unblock_exit`).
     atexit.register(_tf.unblock_exit, weakref.ref(coordinator))
@@ -271,9 +271,9 @@ def attach(*, loop, coordinator, num_workers: int, traffic: Callable | None = No
     metrics_path = env.get(channel.METRICS_FILE_ENV) or None
     if not report_path and not metrics_path:
         return None
-    from tfps.cluster import Cluster  # pylint: disable=g-import-not-at-top
-    from tfps.launch.run.plan import label  # pylint: disable=g-import-not-at-top
-    from tfps.train.metrics import Metrics  # pylint: disable=g-import-not-at-top
+    from tfps.cluster import Cluster
+    from tfps.launch.run.plan import label
+    from tfps.train.metrics import Metrics
 
     try:
         floor = float(env.get(channel.HANG_TIMEOUT_ENV) or channel.DEFAULT_HANG_TIMEOUT)

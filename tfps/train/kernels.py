@@ -18,7 +18,7 @@ optimizer itself does before its sparse kernels.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from tfps import _tf
 from tfps.errors import ConfigError

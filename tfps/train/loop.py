@@ -22,7 +22,8 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -263,7 +264,7 @@ class TrainLoop:
             observer.saved(step, time.perf_counter() - start)
 
     def _record(self, reporter: ProgressReporter, step: int, loss: float,
-                taus: "_Taus") -> None:
+                taus: _Taus) -> None:
         values = {"steps/sec": reporter.rate(step)}
         histograms = {}
         values.update(self._trainer.record_values(step, values["steps/sec"], loss))

@@ -26,7 +26,7 @@ Adam's bias correction (a row created at step 10 000 starts with t = 1, as a new
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tfps import _tf
 from tfps.errors import ConfigError
@@ -39,7 +39,7 @@ __all__ = ["Rule", "SUPPORTED", "decay", "hyper", "initial_slots", "learning_rat
 SUPPORTED = ("SGD", "Adagrad", "Adam")
 
 
-def hyper(optimizer, name: str, step) -> "tf.Tensor":
+def hyper(optimizer, name: str, step) -> tf.Tensor:
     """A hyperparameter's value at `step` (a float, a variable, a schedule or a callable)."""
     value = _tf.optimizer_hyper(optimizer, name)
     if isinstance(value, tf.Variable):
@@ -52,7 +52,7 @@ def hyper(optimizer, name: str, step) -> "tf.Tensor":
     return tf.cast(value, tf.float32)
 
 
-def learning_rate(optimizer, step) -> "tf.Tensor":
+def learning_rate(optimizer, step) -> tf.Tensor:
     """The learning rate the optimizer applies at `step`, as its ``_decayed_lr`` computes it
     (optimizer_v2.py): the schedule's value at the step, then divided by ``1 + decay * step``
     when the legacy ``decay`` argument is set."""

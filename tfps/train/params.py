@@ -20,7 +20,7 @@ an `IndexedSlices` gradient is an embedding and is never fused.
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from tfps import _tf
 
@@ -98,7 +98,7 @@ class FusedDense:
         return [g.buffer for g in self.groups]
 
     @staticmethod
-    def _concat(tensors) -> "tf.Tensor":
+    def _concat(tensors) -> tf.Tensor:
         return tf.concat([tf.reshape(tf.convert_to_tensor(t), [-1]) for t in tensors], 0)
 
     # ------------------------------------------------------------------ inside a closure
@@ -147,6 +147,6 @@ class FusedDense:
 
     def from_model(self) -> None:
         """Loads each buffer (and its slots) from the model's variables (after a restore)."""
-        for group, pairs in self._pairs():
+        for _group, pairs in self._pairs():
             for fused, sources in pairs:
                 fused.assign(self._concat([v.read_value() for v in sources]))

@@ -24,7 +24,7 @@ import json
 import os
 import signal
 import threading
-from typing import Mapping
+from collections.abc import Mapping
 
 __all__ = ["PREEMPTION", "Preemption", "install_for_launched_chief"]
 

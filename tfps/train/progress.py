@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 from tfps import _tf
 from tfps.train import kernels, optim_math

@@ -78,7 +78,7 @@ class Traffic:
     ps_ops: float
     fetches: float
     unsized: float = 0.0
-    loop: "Traffic | None" = None
+    loop: Traffic | None = None
     crossings: tuple = dataclasses.field(default=(), repr=False, compare=False)
     closure_steps: int = 1
     ops: float = 0.0
@@ -264,7 +264,7 @@ class _Counter:
             # Each ps task with work in the loop runs a copy of its control loop, and gets the
             # loop's predicate from the worker at every iteration (graph_partition.cc,
             # AddControlFlow): one more 1-byte tensor per ps task per trip.
-            for device in sorted(best_devices):
+            for _ in best_devices:
                 best["to_ps_tensors"] += 1
                 best["to_ps_bytes"] += 1
                 best_crossings = [*best_crossings, Crossing(

@@ -339,7 +339,7 @@ class Trainer:
         given as an object). A Keras model is served on its inputs; a `tf.Module` needs
         ``serving_fn(model, inputs)`` and an `input_signature`, or a method name.
         """
-        from tfps.export.saved_model import export_saved_model  # pylint: disable=g-import-not-at-top
+        from tfps.export.saved_model import export_saved_model
 
         self.coordinator.join()
         self._sync_model()
