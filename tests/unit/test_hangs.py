@@ -146,6 +146,21 @@ def test_prober_counts_silence_only_after_a_first_answer(servers):
     prober.close()
 
 
+def test_check_now_sees_a_new_process_without_waiting_for_the_next_look(servers):
+    """A chief that failed because its ps was restarted exits within a second; the launcher
+    asks the ps at once rather than at the next poll, whose look may be a second away."""
+    clock = FakeClock()
+    server = servers()
+    prober = rpc.Prober({"ps:0": server.address}, timeout=5, every=3600, clock=clock)
+    prober.check_now(["ps:0"])
+    assert prober.incarnation == {"ps:0": 41} and prober.replaced == []
+    prober.poll()  # a look in flight, due again in an hour
+    server.incarnation = 42
+    prober.check_now(["ps:0"])
+    assert prober.replaced == ["ps:0"] and prober.incarnation == {"ps:0": 42}
+    prober.close()
+
+
 # ------------------------------------------------------------------ the chief's tracker
 def test_derived_timeout_has_a_floor_and_follows_slow_closures():
     assert derive_timeout(30, []) == 30

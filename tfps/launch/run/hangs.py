@@ -172,6 +172,14 @@ class HangWatch:
         replaced, self._prober.replaced = self._prober.replaced, []
         return [task for task in replaced if not running(task)]
 
+    def replaced_now(self, running: Callable[[TaskId], bool]) -> list[TaskId]:
+        """`replaced_elsewhere`, after asking every ps of other launchers at once: a chief
+        that failed because a ps was restarted may exit before the next look, and a ps that
+        starts in a second may be back before any TCP look saw it gone."""
+        self._prober.check_now([t for t in self._addresses if t.type == "ps"
+                                and t in self._prober.incarnation and not running(t)])
+        return self.replaced_elsewhere(running)
+
     def close(self) -> None:
         self._prober.close()
         if self._relay is not None:

@@ -309,19 +309,32 @@ class Prober:
             call = self._calls.get(key)
             if call is not None and call.step(now) is not None:
                 del self._calls[key]
-                if call.result == "answered":
-                    self.answering_since.setdefault(key, now)
-                    self.answered_at[key] = now
-                    self.round_trip[key] = call.seconds
-                    if call.incarnation is not None:
-                        if self.incarnation.get(key, call.incarnation) != call.incarnation:
-                            self.replaced.append(key)
-                        self.incarnation[key] = call.incarnation
-                else:
-                    self.answering_since.pop(key, None)
+                self._record(key, call, now)
             if key not in self._calls and now >= self._due[key]:
                 self._calls[key] = GetStatus(address, now, timeout=self._timeout)
                 self._due[key] = now + self._every
+
+    def check_now(self, keys) -> None:
+        """Asks each of `keys` at once, blocking (a couple of seconds at most each), and
+        records its answer as `poll` does: a new process there shows in `replaced` now."""
+        for key in keys:
+            call = self._calls.pop(key, None)
+            if call is not None:
+                call.cancel()
+            call = call_now(self._addresses[key], timeout=min(self._timeout, 2.0))
+            self._record(key, call, self._clock())
+
+    def _record(self, key, call: GetStatus, now: float) -> None:
+        if call.result != "answered":
+            self.answering_since.pop(key, None)
+            return
+        self.answering_since.setdefault(key, now)
+        self.answered_at[key] = now
+        self.round_trip[key] = call.seconds
+        if call.incarnation is not None:
+            if self.incarnation.get(key, call.incarnation) != call.incarnation:
+                self.replaced.append(key)
+            self.incarnation[key] = call.incarnation
 
     @property
     def busy(self) -> bool:

@@ -266,6 +266,8 @@ class Supervisor:
                 deaths += self._collect_deaths()
                 if self._ps_watch is not None:
                     self._ps_watch.check_now()
+                    for task in self._hangs.replaced_now(self._running):
+                        self._ps_watch.mark_lost(task, "restarted: a new process answers")
             if deaths:
                 code = self._handle(deaths)
                 if code is not None:
@@ -300,6 +302,10 @@ class Supervisor:
             return failures.EXIT_GAVE_UP
         return None
 
+    def _running(self, task: TaskId) -> bool:
+        """Whether `task` runs here and now."""
+        return task in self._by_id and self._by_id[task].running
+
     def _collect_deaths(self) -> list[failures.Death]:
         deaths = []
         for task in self._tasks:
@@ -310,7 +316,7 @@ class Supervisor:
 
     def _kill_hung(self) -> list[failures.Death]:
         """Kills the tasks here found hung; returns them as deaths (`tfps.launch.run.hangs`)."""
-        deaths, running = [], (lambda t: t in self._by_id and self._by_id[t].running)
+        deaths, running = [], self._running
         for task in self._hangs.replaced_elsewhere(running):
             if self._ps_watch is not None:
                 self._ps_watch.mark_lost(task, "restarted: a new process answers")
