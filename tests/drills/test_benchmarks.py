@@ -122,6 +122,8 @@ COVERED = {
     "sparse_table_scaling": "trainer.py with --num_ids (dynamic_vs_static passes it too)",
     "accumulation_vs_local": "trainer.py --accumulate against local.py, on linear data "
                              "(default_vs_tutorial's workload)",
+    "file_input_service": "service_offload (file_input.py --input=service, with the data "
+                          "service) and file_input (--input=generated, --parse=plain)",
 }
 
 

@@ -45,8 +45,10 @@ from tfps.launch.run.plan import TaskPlan, label
 __all__ = ["BEACON_MAX_S", "BEACON_MIN_S", "PS_RETURN_S", "ChiefWatch", "PsWatch",
            "announce", "done_line", "engine_launched", "parse_done", "probe_now", "watches"]
 
-# The chief's launcher probes each ps this often: a restarted ps takes seconds to import TF
-# before it listens again, so a loss is always seen closed at least once.
+# The chief's launcher probes each ps this often. A restarted ps may listen again within a
+# second (a server imports no TF Python API), so a loss can fall between two looks: the
+# process's incarnation in TF's GetStatus answers shows it then (`HangWatch.replaced_now`,
+# asked at once when the chief fails).
 _PS_EVERY_S = 0.5
 # Other launchers look at the chief this often; the beacon outlasts several looks.
 _CHIEF_EVERY_S = 1.0

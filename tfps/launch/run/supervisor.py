@@ -45,17 +45,15 @@ __all__ = ["Supervisor"]
 
 # How often the launcher looks at its tasks (and at signals and due faults), in seconds.
 _POLL_S = 0.1
-# How long to look for other deaths when the chief exits with an error (see _loop).
+# How long to look for other deaths when the chief exits with an error (`_watch`).
 _SETTLE_S = 0.5
 # After SIGKILL a process is gone at once unless stuck in the kernel; don't wait forever.
 _KILL_WAIT_S = 5.0
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _and_join(names: Sequence[str]) -> str:
@@ -302,8 +300,7 @@ class Supervisor:
             return failures.EXIT_GAVE_UP
         return None
 
-    def _running(self, task: TaskId) -> bool:
-        """Whether `task` runs here and now."""
+    def _running(self, task: TaskId) -> bool:  # here and now
         return task in self._by_id and self._by_id[task].running
 
     def _collect_deaths(self) -> list[failures.Death]:
