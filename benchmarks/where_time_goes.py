@@ -131,8 +131,10 @@ def tfps_chief(args):
     each process, and the traffic counts of each mode."""
     sys.path.insert(0, os.path.join(HERE, "tfps_side"))
     sys.path.insert(0, HERE)
+    import side  # first: it imports tfps, which sets up TensorFlow's environment
+
+    # isort: split
     import rows
-    import side
     import workloads
 
     pids = dict(json.loads(os.environ["BENCH_PIDS"]), chief=os.getpid())

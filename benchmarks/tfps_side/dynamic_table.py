@@ -8,7 +8,9 @@ static sharded ``Embedding`` of ``--num_ids`` rows (``--table static``). Same id
 
 import time
 
-import side
+import side  # first: it imports tfps, which sets up TensorFlow's environment
+
+# isort: split
 import tensorflow as tf
 import workloads
 

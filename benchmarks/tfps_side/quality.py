@@ -1,7 +1,9 @@
 """tfps side of ``quality_guard``: train the clicks workload for ``--steps`` steps in the mode
 the flags pick, then print the held-out AUC (``bench: auc=... oracle=...``)."""
 
-import side
+import side  # first: it imports tfps, which sets up TensorFlow's environment
+
+# isort: split
 import tensorflow as tf
 import workloads
 

@@ -8,7 +8,9 @@ chief. Prints ``bench: seconds=<training seconds> steps=<trained> auc=... oracle
 
 import time
 
-import side
+import side  # first: it imports tfps, which sets up TensorFlow's environment
+
+# isort: split
 import tensorflow as tf
 import workloads
 

@@ -9,7 +9,9 @@ outside, after a warm-up call that traces the closures. Prints ``bench: steps_pe
 
 import time
 
-import side
+import side  # first: it imports tfps, which sets up TensorFlow's environment
+
+# isort: split
 import workloads
 
 
