@@ -63,8 +63,9 @@ def frozen():
 def test_a_second_fit_job_on_a_live_model_dir_exits_2_and_the_first_is_untouched(launch,
                                                                                 tmp_path):
     model_dir = tmp_path / "model"
-    # 3 epochs with 8 s pauses: the first job holds the lease while the second starts.
-    first = launch(*fit_job(model_dir, 3, 20, 8))
+    # 3 epochs with 6 s pauses: the first job holds the lease while the second starts (its
+    # launcher, TensorFlow's import and the model: 5-10 s on a loaded 2-core machine).
+    first = launch(*fit_job(model_dir, 3, 20, 6))
     deadline = time.monotonic() + 120
     while not (model_dir / ".tfps-lease").exists():
         assert first.proc.poll() is None and time.monotonic() < deadline, first.output[-3000:]
