@@ -125,6 +125,24 @@ def result_line(output: str) -> dict:
     return {k: _number(v) for k, v in fields.items()}
 
 
+def chief_result(output: str) -> dict:
+    """The chief's last ``[chief] result: k=v ...`` line of a launcher's output, parsed."""
+    lines = [line[len("[chief] "):] for line in output.splitlines()
+             if line.startswith("[chief] result:")]
+    assert lines, output[-3000:]
+    return result_line(lines[-1])
+
+
+def assert_lease_refused(output: str, model_dir) -> None:
+    """A second job on a live `model_dir` said so in exactly one line, naming the holder."""
+    lines = [line for line in output.splitlines() if "is in use by another job" in line]
+    assert len(lines) == 1, output[-3000:]
+    assert re.fullmatch(rf"\[chief\] tfps: model_dir {model_dir} is in use by another job "
+                        rf"\(host \S+, pid \d+, started [\d:\- ]+, heartbeat \d+s ago\); one "
+                        rf"writer per model_dir: wait for it to end, or choose another "
+                        rf"model_dir", lines[0]), lines[0]
+
+
 def _number(text: str):
     try:
         return int(text)
@@ -249,3 +267,22 @@ def launch(procs, tmp_path):
                     os.killpg(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+
+
+@pytest.fixture
+def frozen():
+    """``frozen(pid)`` sends SIGSTOP and returns when (monotonic); at teardown every such pid
+    gets SIGCONT first, so that its group can be ended."""
+    pids = []
+
+    def stop(pid: int) -> float:
+        pids.append(pid)
+        os.kill(pid, signal.SIGSTOP)
+        return time.monotonic()
+
+    yield stop
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass

@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
-from conftest import REPO, TF_ENV, assert_all_dead, latest_recorded, result_line
+from conftest import REPO, TF_ENV, assert_all_dead, chief_result, latest_recorded
 
 from tfps.cluster import free_ports
 
@@ -32,35 +31,12 @@ LAUNCHER = os.path.join(os.path.dirname(sys.executable), "tfps-launch")
 GLOG = re.compile(r"^\[[\w:]+\] [IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] ", re.M)
 
 
-@pytest.fixture
-def frozen():
-    """``frozen(pid)`` sends SIGSTOP; at teardown every such pid gets SIGCONT first."""
-    pids = []
-
-    def stop(pid: int) -> float:
-        pids.append(pid)
-        os.kill(pid, signal.SIGSTOP)
-        return time.monotonic()
-
-    yield stop
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-
 
 def recsys(tmp_path, *launcher_flags, steps=1500, checkpoint_every=500):
     return ("--num-ps", "2", "--num-workers", "2", "--hang-timeout", "5", *launcher_flags,
             RECSYS, "--train_steps", str(steps), "--num_ids", "20000", "--log_every", "100",
             "--checkpoint_every", str(checkpoint_every), "--model_dir", str(tmp_path / "model"))
 
-
-def chief_result(output: str) -> dict:
-    lines = [line[len("[chief] "):] for line in output.splitlines()
-             if line.startswith("[chief] result:")]
-    assert lines, output[-3000:]
-    return result_line(lines[-1])
 
 
 def wait_for_checkpoint(run, tmp_path, timeout=120) -> int:

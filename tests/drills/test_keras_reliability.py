@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import time
 import urllib.request
 
 import pytest
-from conftest import REPO, assert_all_dead, result_line
+from conftest import REPO, assert_all_dead, assert_lease_refused, chief_result
 
 from tfps.cluster import free_ports
 
@@ -28,12 +27,6 @@ def fit_job(model_dir, epochs: int, steps: int, pause: float, *launcher_flags):
             str(epochs), str(steps), str(pause))
 
 
-def chief_result(output: str) -> dict:
-    lines = [line[len("[chief] "):] for line in output.splitlines()
-             if line.startswith("[chief] result:")]
-    assert lines, output[-3000:]
-    return result_line(lines[-1])
-
 
 def scrape(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
@@ -41,22 +34,6 @@ def scrape(port: int) -> dict[str, float]:
     return {m.group(1): float(m.group(2))
             for m in re.finditer(r"^(tfps_\w+(?:\{[^}]*\})?) (\S+)$", text, re.M)}
 
-
-@pytest.fixture
-def frozen():
-    """``frozen(pid)`` sends SIGSTOP; at teardown every such pid gets SIGCONT first."""
-    pids = []
-
-    def stop(pid: int) -> None:
-        pids.append(pid)
-        os.kill(pid, signal.SIGSTOP)
-
-    yield stop
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.mark.drill
@@ -72,12 +49,7 @@ def test_a_second_fit_job_on_a_live_model_dir_exits_2_and_the_first_is_untouched
         time.sleep(0.2)
     second = launch(*fit_job(model_dir, 1, 20, 0))
     assert second.wait(90) == 2, second.output[-3000:]
-    lines = [line for line in second.output.splitlines() if "is in use by another job" in line]
-    assert len(lines) == 1, second.output[-3000:]
-    assert re.fullmatch(rf"\[chief\] tfps: model_dir {model_dir} is in use by another job "
-                        rf"\(host \S+, pid \d+, started [\d:\- ]+, heartbeat \d+s ago\); one "
-                        rf"writer per model_dir: wait for it to end, or choose another "
-                        rf"model_dir", lines[0]), lines[0]
+    assert_lease_refused(second.output, model_dir)
     assert "Traceback" not in second.output and "fit | epoch" not in second.output
     assert first.wait(120) == 0, first.output[-3000:]
     assert chief_result(first.output) == {"steps": 60, "start_step": 0}

@@ -16,17 +16,11 @@ import tempfile
 import time
 
 import pytest
-from conftest import REPO, assert_all_dead, result_line, task_env
+from conftest import REPO, assert_all_dead, assert_lease_refused, chief_result, task_env
 
 RECSYS = os.path.join(REPO, "examples", "recsys.py")
 EXAMPLE = os.path.join(REPO, "examples", "linear_regression.py")
 
-
-def chief_result(output: str) -> dict:
-    lines = [line[len("[chief] "):] for line in output.splitlines()
-             if line.startswith("[chief] result:")]
-    assert lines, output[-3000:]
-    return result_line(lines[-1])
 
 
 def small_recsys(model_dir, steps, *extra):
@@ -47,12 +41,7 @@ def test_a_second_job_on_a_live_model_dir_exits_2_and_the_first_is_untouched(lau
     second = launch(*small_recsys(model_dir, 100))
     assert second.wait(60) == 2, second.output[-3000:]
     assert time.monotonic() - started < 60
-    lines = [line for line in second.output.splitlines() if "is in use by another job" in line]
-    assert len(lines) == 1, second.output[-3000:]
-    assert re.fullmatch(rf"\[chief\] tfps: model_dir {model_dir} is in use by another job "
-                        rf"\(host \S+, pid \d+, started [\d:\- ]+, heartbeat \d+s ago\); one "
-                        rf"writer per model_dir: wait for it to end, or choose another "
-                        rf"model_dir", lines[0]), lines[0]
+    assert_lease_refused(second.output, model_dir)
     assert "Traceback" not in second.output
     assert first.wait(240) == 0, first.output[-3000:]
     assert chief_result(first.output)["steps"] == 2500
